@@ -1,0 +1,192 @@
+"""Architectures: plain JSON-serialisable dicts, checked and put into one canonical form.
+
+The canonical form is what gets hashed to recognise identical children, logged to
+MLflow and written to JSON summaries. Example (the short form is accepted as is)::
+
+    {"family": "rnn", "cell": "gru", "layers": [{"units": 64, "activation": "tanh"}]}
+
+Hyperparameters sit in the same object or under ``"hparams"``; missing ones get defaults.
+A layer or conv block with 0 units/filters is absent, as in the reference study's space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from automl.errors import UserError
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid")
+CELLS = ("gru", "lstm")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+HPARAM_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "batch_size": 32,
+    "dropout": 0.0,
+    "weight_decay": 0.0,
+    "epochs": 10,
+    "optimizer": "adam",
+    "class_weighted": False,
+    "grad_clip": 5.0,
+}
+RNN_KEYS = {"family", "cell", "layers", "bidirectional", "hparams"}
+CNN_KEYS = {"family", "blocks", "dense", "hparams"}
+MAX_RNN_LAYERS = 5
+
+
+def normalize(raw: Mapping[str, Any], where: str = "architecture") -> dict[str, Any]:
+    """Check ``raw`` and return the canonical dict; errors name the offending field."""
+    if not isinstance(raw, Mapping):
+        raise UserError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    family = raw.get("family")
+    hp_keys = set(HPARAM_DEFAULTS)
+    arch_keys = RNN_KEYS if family == "rnn" else CNN_KEYS if family == "cnn" else None
+    if arch_keys is None:
+        raise UserError(f"{where}.family: expected 'rnn' or 'cnn', got {family!r}")
+    unknown = set(raw) - arch_keys - hp_keys
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {sorted(unknown)}")
+    hparams = _hparams(
+        {**{k: raw[k] for k in hp_keys & set(raw)}, **dict(raw.get("hparams", {}))}, where
+    )
+    if family == "rnn":
+        return {**_rnn(raw, where), "hparams": hparams}
+    return {**_cnn(raw, where), "hparams": hparams}
+
+
+def arch_key(arch: Mapping[str, Any], *extra: Any) -> str:
+    """Stable hash of a canonical architecture (plus data fingerprint, seed, ...)."""
+    text = json.dumps([arch, *extra], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def describe(arch: Mapping[str, Any]) -> str:
+    """A short human-readable form for progress displays and leaderboards."""
+    if arch["family"] == "rnn":
+        layers = " ".join(f"{x['units']}{x['activation'][0]}" for x in arch["layers"]) or "none"
+        bi = "bi" if arch["bidirectional"] else ""
+        return f"{bi}{arch['cell']}[{layers}]"
+    blocks = " ".join(f"{b['filters']}k{b['kernel']}" for b in arch["blocks"]) or "none"
+    return f"cnn[{blocks}]"
+
+
+def _rnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    cell = _choice(raw.get("cell", "gru"), CELLS, f"{where}.cell")
+    layers_raw = raw.get("layers")
+    if not isinstance(layers_raw, list) or not layers_raw:
+        raise UserError(f"{where}.layers: expected a non-empty list of {{units, activation}}")
+    if len(layers_raw) > MAX_RNN_LAYERS:
+        raise UserError(f"{where}.layers: at most {MAX_RNN_LAYERS} layers, got {len(layers_raw)}")
+    layers = []
+    for i, layer in enumerate(layers_raw):
+        at = f"{where}.layers[{i}]"
+        _only(layer, {"units", "activation"}, at)
+        units = _int(layer.get("units"), f"{at}.units", minimum=0)
+        if units:
+            layers.append(
+                {
+                    "units": units,
+                    "activation": _choice(
+                        layer.get("activation", "tanh"), ACTIVATIONS, f"{at}.activation"
+                    ),
+                }
+            )
+    return {
+        "family": "rnn",
+        "cell": cell,
+        "bidirectional": _bool(raw.get("bidirectional", False), f"{where}.bidirectional"),
+        "layers": layers,
+    }
+
+
+def _cnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    blocks_raw = raw.get("blocks")
+    if not isinstance(blocks_raw, list) or not blocks_raw:
+        raise UserError(f"{where}.blocks: expected a non-empty list of conv blocks")
+    blocks = []
+    for i, block in enumerate(blocks_raw):
+        at = f"{where}.blocks[{i}]"
+        _only(block, {"filters", "kernel", "pool", "batch_norm", "activation"}, at)
+        filters = _int(block.get("filters"), f"{at}.filters", minimum=0)
+        if filters:
+            blocks.append(
+                {
+                    "filters": filters,
+                    "kernel": _int(block.get("kernel", 3), f"{at}.kernel", minimum=1),
+                    "pool": _int(block.get("pool", 2), f"{at}.pool", minimum=1),
+                    "batch_norm": _bool(block.get("batch_norm", True), f"{at}.batch_norm"),
+                    "activation": _choice(
+                        block.get("activation", "relu"), ACTIVATIONS, f"{at}.activation"
+                    ),
+                }
+            )
+    dense = raw.get("dense", [])
+    if isinstance(dense, int):
+        dense = [dense]
+    if not isinstance(dense, list):
+        raise UserError(f"{where}.dense: expected a list of unit counts")
+    dense = [
+        d for d in (_int(d, f"{where}.dense[{i}]", minimum=0) for i, d in enumerate(dense)) if d
+    ]
+    return {"family": "cnn", "blocks": blocks, "dense": dense}
+
+
+def _hparams(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = set(raw) - set(HPARAM_DEFAULTS)
+    if unknown:
+        raise UserError(f"{where}.hparams: unknown field(s) {sorted(unknown)}")
+    hp = {**HPARAM_DEFAULTS, **raw}
+    at = f"{where}.hparams"
+    return {
+        "lr": _float(hp["lr"], f"{at}.lr", low=0.0, low_open=True),
+        "batch_size": _int(hp["batch_size"], f"{at}.batch_size", minimum=1),
+        "dropout": _float(hp["dropout"], f"{at}.dropout", low=0.0, high=0.95),
+        "weight_decay": _float(hp["weight_decay"], f"{at}.weight_decay", low=0.0),
+        "epochs": _int(hp["epochs"], f"{at}.epochs", minimum=1),
+        "optimizer": _choice(hp["optimizer"], OPTIMIZERS, f"{at}.optimizer"),
+        "class_weighted": _bool(hp["class_weighted"], f"{at}.class_weighted"),
+        "grad_clip": _float(hp["grad_clip"], f"{at}.grad_clip", low=0.0),
+    }
+
+
+def _only(obj: Any, allowed: set[str], where: str) -> None:
+    if not isinstance(obj, Mapping):
+        raise UserError(f"{where}: expected an object")
+    unknown = set(obj) - allowed
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {sorted(unknown)}")
+
+
+def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:
+    if isinstance(value, str) and value.lower() in allowed:
+        return value.lower()
+    raise UserError(f"{where}: expected one of {list(allowed)}, got {value!r}")
+
+
+def _int(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(
+    value: Any, where: str, low: float, high: float | None = None, low_open: bool = False
+) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise UserError(
+            f"{where}: expected a number {bound}{f' and <= {high}' if high else ''}, got {value!r}"
+        )
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    return value

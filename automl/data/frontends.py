@@ -1,0 +1,202 @@
+"""Frontends: audio file -> feature matrix [frames, features].
+
+Each frontend is a frozen dataclass (its fields are the cache key) with an
+``extract(path)`` method. Spectral features come from librosa; openSMILE features come
+from the optional ``opensmile`` package. Users who already extracted features give an
+openSMILE-style CSV instead (see :func:`read_feature_csv`).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from automl.errors import UserError
+
+
+class Frontend(Protocol):
+    """Turns one audio file into a float32 matrix [frames, features]."""
+
+    def extract(self, path: Path) -> np.ndarray: ...
+
+    def config(self) -> dict: ...
+
+
+def read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate``; unreadable or empty files are user errors."""
+    import librosa
+    import soundfile as sf
+
+    try:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise UserError(f"unreadable wav {path}: {exc}") from None
+    if audio.size == 0:
+        raise UserError(f"empty wav {path}: no samples")
+    audio = audio.mean(axis=1)
+    if rate != sample_rate:
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
+    return audio
+
+
+@dataclass(frozen=True)
+class LogMel:
+    """Log-mel spectrogram (dB), one frame per hop."""
+
+    sample_rate: int = 16000
+    n_mels: int = 40
+    win_ms: float = 25.0
+    hop_ms: float = 20.0
+
+    def config(self) -> dict:
+        return {"kind": "logmel", **asdict(self)}
+
+    def extract(self, path: Path) -> np.ndarray:
+        import librosa
+
+        audio = read_audio(path, self.sample_rate)
+        mel = librosa.feature.melspectrogram(
+            y=audio,
+            sr=self.sample_rate,
+            n_fft=_fft_size(self.win_ms, self.sample_rate),
+            win_length=int(self.win_ms * self.sample_rate / 1000),
+            hop_length=int(self.hop_ms * self.sample_rate / 1000),
+            n_mels=self.n_mels,
+        )
+        return librosa.power_to_db(mel, ref=1.0, top_db=None).T.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MFCC:
+    """MFCCs with first and second deltas (39 features by default)."""
+
+    sample_rate: int = 16000
+    n_mfcc: int = 13
+    n_mels: int = 40
+    deltas: bool = True
+    win_ms: float = 25.0
+    hop_ms: float = 20.0
+
+    def config(self) -> dict:
+        return {"kind": "mfcc", **asdict(self)}
+
+    def extract(self, path: Path) -> np.ndarray:
+        import librosa
+
+        audio = read_audio(path, self.sample_rate)
+        mfcc = librosa.feature.mfcc(
+            y=audio,
+            sr=self.sample_rate,
+            n_mfcc=self.n_mfcc,
+            n_fft=_fft_size(self.win_ms, self.sample_rate),
+            win_length=int(self.win_ms * self.sample_rate / 1000),
+            hop_length=int(self.hop_ms * self.sample_rate / 1000),
+            n_mels=self.n_mels,
+        )
+        if self.deltas:
+            width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2))
+            if width >= 3:
+                d1 = librosa.feature.delta(mfcc, width=width, order=1)
+                d2 = librosa.feature.delta(mfcc, width=width, order=2)
+            else:
+                d1 = d2 = np.zeros_like(mfcc)
+            mfcc = np.concatenate([mfcc, d1, d2])
+        return mfcc.T.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class OpenSmile:
+    """openSMILE ComParE_2016 LLDs (frames) or eGeMAPS functionals (one vector)."""
+
+    feature_set: str = "ComParE_2016"
+    level: str = "lld"
+    sample_rate: int = 16000
+
+    def config(self) -> dict:
+        return {"kind": "opensmile", **asdict(self)}
+
+    def _smile(self):
+        try:
+            import opensmile
+        except ImportError:
+            raise UserError(
+                "the openSMILE frontend needs the optional extra: "
+                "pip install 'automl-rl[opensmile]'"
+            ) from None
+        levels = {
+            "lld": opensmile.FeatureLevel.LowLevelDescriptors,
+            "functionals": opensmile.FeatureLevel.Functionals,
+        }
+        return opensmile.Smile(
+            feature_set=getattr(opensmile.FeatureSet, self.feature_set),
+            feature_level=levels[self.level],
+        )
+
+    def extract(self, path: Path) -> np.ndarray:
+        audio = read_audio(path, self.sample_rate)
+        frame = self._smile().process_signal(audio, self.sample_rate)
+        return np.nan_to_num(frame.to_numpy(dtype=np.float32))
+
+
+FRONTENDS = {
+    "mfcc": MFCC,
+    "logmel": LogMel,
+    "compare-lld": lambda: OpenSmile("ComParE_2016", "lld"),
+    "egemaps": lambda: OpenSmile("eGeMAPSv02", "functionals"),
+}
+
+
+def make_frontend(name: str) -> Frontend:
+    """A frontend by its command-line name (see ``FRONTENDS``)."""
+    if name not in FRONTENDS:
+        raise UserError(f"unknown --frontend {name!r}; choose from {sorted(FRONTENDS)} or csv:PATH")
+    return FRONTENDS[name]()
+
+
+def _fft_size(win_ms: float, rate: int) -> int:
+    return 1 << int(np.ceil(np.log2(win_ms * rate / 1000)))
+
+
+NON_FEATURE_COLUMNS = {"name", "frametime", "class", "label", "file", "start", "end"}
+
+
+def read_feature_csv(path: Path) -> dict[str, np.ndarray]:
+    """Features an openSMILE run wrote: ``;``-separated, a ``name`` column, rows per file or frame.
+
+    Returns the matrix [frames, features] of every file name (quotes stripped), rows in file order.
+    """
+    if not path.is_file():
+        raise UserError(f"feature file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter=";")
+        header = next(reader, None)
+        if header is None or "name" not in [h.strip().strip("'") for h in header]:
+            raise UserError(
+                f"feature file {path}: expected ';'-separated columns with a 'name' column"
+            )
+        header = [h.strip().strip("'") for h in header]
+        name_col = header.index("name")
+        keep = [i for i, h in enumerate(header) if h.lower() not in NON_FEATURE_COLUMNS]
+        if not keep:
+            raise UserError(f"feature file {path}: no feature columns beside {header}")
+        rows: dict[str, list[list[float]]] = {}
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise UserError(
+                    f"feature file {path}, line {lineno}: "
+                    f"{len(row)} fields, header has {len(header)}"
+                )
+            try:
+                values = [float(row[i]) for i in keep]
+            except ValueError:
+                raise UserError(
+                    f"feature file {path}, line {lineno}: a feature value is not a number"
+                ) from None
+            rows.setdefault(row[name_col].strip().strip("'"), []).append(values)
+    return {name: np.asarray(v, dtype=np.float32) for name, v in rows.items()}

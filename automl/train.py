@@ -1,0 +1,246 @@
+"""Train one child: fit on train, measure development-set UAR every epoch, keep the best epoch.
+
+This module knows nothing of Ray or MLflow; callers observe progress through the
+``on_epoch`` callback. It is seeded and reproducible on the CPU; on a GPU it uses
+mixed precision (bf16 where supported, fp16 with loss scaling otherwise).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from automl.children import build_model, count_parameters, normalize
+from automl.data.dataset import Dataset, Split
+from automl.metrics import uar
+
+EVAL_BATCH = 256
+LATENCY_SAMPLES = 10
+
+
+@dataclass
+class TrainConfig:
+    """How to train, as opposed to what (the architecture and its hyperparameters)."""
+
+    epochs: int | None = None  # overrides the architecture's own epochs when set
+    seed: int = 0
+    device: str = "auto"  # "auto": CUDA when visible, else CPU
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    dev_uar: float
+    seconds: float
+
+
+@dataclass
+class ChildResult:
+    """What a finished child reports; ``state_dict`` holds the best epoch's weights."""
+
+    architecture: dict[str, Any]
+    dev_uar: float
+    best_epoch: int
+    epochs: int
+    n_params: int
+    train_seconds: float
+    latency_ms: float
+    device: str
+    history: list[EpochStats] = field(default_factory=list)
+    state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k not in ("state_dict", "history")}
+        out["history"] = [asdict(h) for h in self.history]
+        return out
+
+
+@dataclass
+class Padded:
+    """A split as one zero-padded tensor, built once per child and sliced per batch."""
+
+    x: torch.Tensor  # [n, max_len, features]
+    lengths: torch.Tensor  # [n]
+    labels: torch.Tensor  # [n]
+
+    @classmethod
+    def from_split(cls, split: Split) -> Padded:
+        lengths = split.lengths
+        x = np.zeros((len(split), int(lengths.max()), split.frames.shape[1]), np.float32)
+        for i, n in enumerate(lengths):
+            x[i, :n] = split.sequence(i)
+        return cls(torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(split.labels))
+
+    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+        lengths = self.lengths[idx]
+        x = self.x[idx, : int(lengths.max())]
+        return (x.to(device, non_blocking=True), lengths.to(device), self.labels[idx].to(device))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=weight_decay)
+
+
+def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1 over present classes), for imbalanced corpora."""
+    counts = torch.bincount(labels, minlength=n_classes).float()
+    return torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0)
+
+
+def train_child(
+    architecture: dict[str, Any],
+    data: Dataset,
+    config: TrainConfig | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> ChildResult:
+    """Train ``architecture`` on ``data``'s train split and return its best dev-UAR epoch."""
+    config = config or TrainConfig()
+    arch = normalize(architecture)
+    hp = arch["hparams"]
+    epochs = config.epochs or hp["epochs"]
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    train, dev = Padded.from_split(data.splits["train"]), Padded.from_split(data.splits["devel"])
+
+    model = build_model(arch, data.n_features, data.n_classes).to(device)
+    optimizer = make_optimizer(hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"])
+    weights = (
+        class_weights(train.labels, data.n_classes).to(device) if hp["class_weighted"] else None
+    )
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    amp = _Precision(device)
+    shuffle = torch.Generator().manual_seed(config.seed)
+
+    best_uar, best_epoch, best_state, history = -1.0, 0, None, []
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        loss = _train_epoch(model, train, hp, optimizer, loss_fn, amp, device, shuffle)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} in epoch {epoch}")
+        dev_uar = uar(dev.labels.numpy(), predict(model, dev, device, amp))
+        stats = EpochStats(epoch, loss, dev_uar, time.perf_counter() - t0)
+        history.append(stats)
+        if dev_uar > best_uar:
+            best_uar, best_epoch = dev_uar, epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(stats)
+    train_seconds = time.perf_counter() - start
+
+    model.load_state_dict(best_state)
+    return ChildResult(
+        architecture=arch,
+        dev_uar=best_uar,
+        best_epoch=best_epoch,
+        epochs=epochs,
+        n_params=count_parameters(model),
+        train_seconds=train_seconds,
+        latency_ms=_latency_ms(model, dev, device, amp),
+        device=str(device),
+        history=history,
+        state_dict=best_state,
+    )
+
+
+def _train_epoch(model, data: Padded, hp, optimizer, loss_fn, amp, device, generator) -> float:
+    """One pass over shuffled mini-batches; returns the mean training loss."""
+    model.train()
+    order = torch.randperm(len(data.labels), generator=generator)
+    total, seen = torch.zeros((), device=device), 0
+    for idx in order.split(hp["batch_size"]):
+        x, lengths, y = data.batch(idx, device)
+        with amp.autocast():
+            loss = loss_fn(model(x, lengths).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        amp.backward(loss)
+        if hp["grad_clip"] > 0:
+            amp.unscale(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+        amp.step(optimizer)
+        total += loss.detach() * len(idx)
+        seen += len(idx)
+    return float(total) / seen
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: Padded, device: torch.device, amp: _Precision | None = None
+) -> np.ndarray:
+    """Class indices for every utterance of ``data`` (evaluation mode, large batches)."""
+    model.eval()
+    amp = amp or _Precision(device)
+    out = []
+    for idx in torch.arange(len(data.labels)).split(EVAL_BATCH):
+        x, lengths, _ = data.batch(idx, device)
+        with amp.autocast():
+            out.append(model(x, lengths).argmax(-1).cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def _latency_ms(model: nn.Module, data: Padded, device: torch.device, amp: _Precision) -> float:
+    """Median wall time of classifying one utterance (batch of one), as deployed."""
+    model.eval()
+    times = []
+    for i in range(min(LATENCY_SAMPLES, len(data.labels))):
+        x, lengths, _ = data.batch(torch.tensor([i]), device)
+        t0 = time.perf_counter()
+        with amp.autocast():
+            model(x, lengths)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+class _Precision:
+    """Mixed precision on CUDA (bf16, or fp16 with a gradient scaler), plain fp32 elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.enabled = device.type == "cuda"
+        self.dtype = (
+            torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        self.scaler = (
+            torch.amp.GradScaler("cuda") if self.enabled and self.dtype == torch.float16 else None
+        )
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()

@@ -1,0 +1,1 @@
+"""Built-in search spaces (YAML); `automl search --space NAME` finds them by file stem."""
