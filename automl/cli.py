@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="prepare a corpus (features cached) and print its summary")
     add_data_options(data)
     data.set_defaults(func=cmd_data)
+
+    from automl.search_cli import add_search_parser
+
+    add_search_parser(sub)
     return parser
 
 

@@ -1,0 +1,144 @@
+"""A search: the bookkeeping between a searcher and whatever executes children.
+
+:class:`SearchLoop` turns proposals into numbered trials, recognises identical
+children (same architecture, hyperparameters, data and seed) so none is trained twice,
+feeds rewards back to the searcher and keeps the record that becomes the JSON summary.
+It knows nothing of Ray or MLflow: :mod:`automl.execution` drives it, and callbacks
+report searcher updates and progress to tracking and display.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from automl.children import arch_key
+from automl.searchers import Searcher
+from automl.space import SearchSpace
+
+RUNNING, DONE, CACHED, FAILED = "running", "done", "cached", "failed"
+
+
+@dataclass
+class TrialRecord:
+    trial: int
+    proposal_id: int
+    architecture: dict[str, Any]
+    key: str
+    status: str = RUNNING
+    dev_uar: float | None = None
+    seconds: float | None = None
+    mlflow_run_id: str | None = None
+    n_params: int | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("started")
+        out.pop("proposal_id")
+        return out
+
+
+class SearchLoop:
+    """Hands out children until ``budget`` trials exist; collects their rewards."""
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        space: SearchSpace,
+        budget: int,
+        identity: tuple[Any, ...],
+        failure_reward: float = 0.0,
+        on_update: Callable[[dict[str, float], int], None] | None = None,
+    ) -> None:
+        self.searcher, self.space, self.budget = searcher, space, budget
+        self.identity = identity  # (data fingerprint, seed, epochs): what makes children identical
+        self.failure_reward = failure_reward
+        self.on_update = on_update
+        self.records: list[TrialRecord] = []
+        self.finished: dict[str, TrialRecord] = {}  # key -> the record that trained it
+        self.in_flight: dict[str, TrialRecord] = {}
+        self.waiting: dict[str, list[TrialRecord]] = {}  # duplicates of an in-flight child
+        self.updates = 0
+
+    def next_child(self) -> TrialRecord | None:
+        """The next child to train, or None once the budget is handed out."""
+        while len(self.records) < self.budget:
+            proposal = self.searcher.ask()
+            arch = self.space.to_architecture(proposal.values)
+            record = TrialRecord(
+                len(self.records), proposal.id, arch, arch_key(arch, *self.identity)
+            )
+            self.records.append(record)
+            if record.key in self.finished:
+                self._copy_result(record, self.finished[record.key])
+            elif record.key in self.in_flight:
+                self.waiting.setdefault(record.key, []).append(record)
+            else:
+                self.in_flight[record.key] = record
+                return record
+        return None
+
+    def child_finished(
+        self,
+        trial: int,
+        dev_uar: float,
+        seconds: float,
+        mlflow_run_id: str | None = None,
+        n_params: int | None = None,
+    ) -> None:
+        record = self.records[trial]
+        record.status, record.dev_uar, record.seconds = DONE, dev_uar, seconds
+        record.mlflow_run_id, record.n_params = mlflow_run_id, n_params
+        self._settle(record)
+
+    def child_failed(
+        self, trial: int, error: str, seconds: float, mlflow_run_id: str | None = None
+    ) -> None:
+        record = self.records[trial]
+        record.status, record.dev_uar, record.seconds = FAILED, self.failure_reward, seconds
+        record.error, record.mlflow_run_id = error, mlflow_run_id
+        self._settle(record)
+
+    def _settle(self, record: TrialRecord) -> None:
+        self.in_flight.pop(record.key, None)
+        if record.status == DONE:
+            self.finished[record.key] = record
+        self._tell(record)
+        for duplicate in self.waiting.pop(record.key, []):
+            self._copy_result(duplicate, record)
+
+    def _copy_result(self, record: TrialRecord, source: TrialRecord) -> None:
+        record.status = CACHED if source.status == DONE else source.status
+        record.dev_uar, record.seconds = source.dev_uar, 0.0
+        record.mlflow_run_id, record.n_params, record.error = (
+            source.mlflow_run_id,
+            source.n_params,
+            source.error,
+        )
+        self._tell(record)
+
+    def _tell(self, record: TrialRecord) -> None:
+        metrics = self.searcher.tell(record.proposal_id, float(record.dev_uar))
+        if metrics and self.on_update is not None:
+            self.updates += 1
+            self.on_update(metrics, self.updates)
+
+    @property
+    def running(self) -> int:
+        return len(self.in_flight)
+
+    @property
+    def completed(self) -> int:
+        return sum(r.status != RUNNING for r in self.records)
+
+    def best(self) -> TrialRecord | None:
+        done = [r for r in self.records if r.status == DONE]
+        return max(done, key=lambda r: r.dev_uar) if done else None
+
+    def leaderboard(self, top: int | None = None) -> list[TrialRecord]:
+        ranked = sorted((r for r in self.records if r.status == DONE), key=lambda r: -r.dev_uar)
+        return ranked[:top] if top else ranked

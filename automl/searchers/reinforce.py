@@ -1,0 +1,149 @@
+"""The policy-gradient controller (Zoph & Le 2017): an LSTM that emits one decision at a time.
+
+At step t the LSTM reads the embedding of decision t-1's choice and a softmax head
+picks decision t, so every decision is conditioned on all earlier ones. The controller
+is trained with REINFORCE on the children's rewards:
+
+    loss = -mean_i[(R_i - b) * sum_t log p(a_it)] - entropy_weight * mean_i[sum_t H_it]
+
+with ``b`` an exponential moving average of rewards and Adam as the optimiser. Updates
+happen whenever ``batch_size`` children have finished, in whatever order they finish
+(asynchronous, as with parallel workers). Inactive decisions (e.g. the activation of an
+absent layer) are still emitted, to keep the sequence fixed, but add nothing to the
+loss. Log-probabilities are recomputed under the current policy at update time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from automl.searchers.base import Searcher
+from automl.space import SearchSpace
+
+
+@dataclass
+class ReinforceConfig:
+    hidden: int = 64
+    embedding: int = 32
+    lr: float = 0.01
+    batch_size: int = 4
+    baseline_decay: float = 0.8
+    entropy_weight: float = 0.01
+
+
+class ControllerNet(nn.Module):
+    """LSTM cell + one embedding table and one softmax head per decision."""
+
+    def __init__(self, sizes: list[int], hidden: int, embedding: int) -> None:
+        super().__init__()
+        self.start = nn.Parameter(torch.zeros(1, embedding))
+        self.embeddings = nn.ModuleList(nn.Embedding(n, embedding) for n in sizes)
+        self.cell = nn.LSTMCell(embedding, hidden)
+        self.heads = nn.ModuleList(nn.Linear(hidden, n) for n in sizes)
+
+    def forward(
+        self, actions: torch.Tensor | None, batch: int = 1, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample (``actions`` None) or score given actions; returns actions, log-probs, entropies.
+
+        Shapes are [batch, decisions].
+        """
+        n = batch if actions is None else actions.shape[0]
+        x = self.start.expand(n, -1)
+        state = None
+        chosen, log_probs, entropies = [], [], []
+        for t, head in enumerate(self.heads):
+            state = self.cell(x, state)
+            dist = torch.distributions.Categorical(logits=head(state[0]))
+            if actions is None:
+                a = torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
+            else:
+                a = actions[:, t]
+            chosen.append(a)
+            log_probs.append(dist.log_prob(a))
+            entropies.append(dist.entropy())
+            x = self.embeddings[t](a)
+        return torch.stack(chosen, 1), torch.stack(log_probs, 1), torch.stack(entropies, 1)
+
+
+class ReinforceSearcher(Searcher):
+    name = "reinforce"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, **options: Any) -> None:
+        super().__init__(space, seed)
+        self.config = ReinforceConfig(**options)
+        with torch.random.fork_rng():  # seed the initial weights without touching global state
+            torch.manual_seed(seed)
+            self.net = ControllerNet(space.sizes, self.config.hidden, self.config.embedding)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.baseline: float | None = None
+        self.buffer: list[tuple[list[int], float]] = []
+        self.updates = 0
+
+    @torch.no_grad()
+    def _propose(self) -> dict[str, Any]:
+        actions, _, _ = self.net(None, generator=self.generator)
+        return self.space.values_from_indices(actions[0].tolist())
+
+    def _observe(self, values: dict[str, Any], reward: float) -> dict[str, float]:
+        self.buffer.append((self.space.indices_from_values(values), reward))
+        if len(self.buffer) < self.config.batch_size:
+            return {}
+        return self._update()
+
+    def _update(self) -> dict[str, float]:
+        actions = torch.tensor([a for a, _ in self.buffer])
+        rewards = torch.tensor([r for _, r in self.buffer])
+        active = torch.tensor(
+            [self.space.active_mask(self.space.values_from_indices(a)) for a, _ in self.buffer],
+            dtype=torch.float32,
+        )
+        self.buffer = []
+        mean = float(rewards.mean())
+        decay = self.config.baseline_decay
+        baseline = mean if self.baseline is None else self.baseline
+        _, log_probs, entropies = self.net(actions)
+        advantage = rewards - baseline
+        entropy = (entropies * active).sum(1).mean()
+        loss = (
+            -(advantage * (log_probs * active).sum(1)).mean() - self.config.entropy_weight * entropy
+        )
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.baseline = decay * baseline + (1 - decay) * mean
+        self.updates += 1
+        return {
+            "controller/mean_reward": mean,
+            "controller/baseline": self.baseline,
+            "controller/entropy": entropy.item(),
+            "controller/loss": loss.item(),
+            "controller/best_reward": self.best_reward,
+            "controller/updates": self.updates,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "config": asdict(self.config),
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "baseline": self.baseline,
+            "buffer": [[a, r] for a, r in self.buffer],
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.baseline = state["baseline"]
+        self.buffer = [(list(a), r) for a, r in state["buffer"]]
+        self.updates = state["updates"]

@@ -1,0 +1,228 @@
+"""Search spaces: a YAML file -> an ordered list of categorical decisions -> architectures.
+
+A space file names a family, values every architecture shares (``fixed``), decisions
+on the architecture or its hyperparameters (``choices``), and a repeated block
+(``layers`` for RNNs, ``blocks`` for CNNs) whose fields are either a list (a decision
+per block) or a single value. A block whose width (``units``/``filters``) is 0 is absent;
+its other decisions are then inactive. The first ``min`` blocks never take width 0::
+
+    family: rnn
+    fixed: {cell: gru}
+    layers: {count: 5, min: 1, units: [0, 40, 80, 120, 160, 200], activation: [tanh, relu, sigmoid]}
+    choices: {lr: [0.001, 0.003]}
+
+Searchers see only decisions (name, choices, when active); turning their values into
+an architecture is this module's job, so every searcher serves every space.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from automl.children.arch import HPARAM_DEFAULTS, normalize
+from automl.errors import UserError
+
+SPACE_KEYS = {"name", "description", "family", "fixed", "choices", "layers", "blocks"}
+BLOCK_KEY = {"rnn": "layers", "cnn": "blocks"}
+WIDTH_KEY = {"rnn": "units", "cnn": "filters"}
+MAX_BLOCKS = 8
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One categorical choice; inactive when ``gate`` (another decision) has value ``gate_off``."""
+
+    name: str
+    choices: tuple[Any, ...]
+    gate: str | None = None
+    gate_off: Any = None
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    family: str
+    fixed: dict[str, Any]
+    decisions: tuple[Decision, ...]
+    block_count: int
+    block_fixed: dict[str, Any]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(d.choices) for d in self.decisions]
+
+    def is_active(self, decision: Decision, values: dict[str, Any]) -> bool:
+        return decision.gate is None or values[decision.gate] != decision.gate_off
+
+    def active_mask(self, values: dict[str, Any]) -> list[bool]:
+        return [self.is_active(d, values) for d in self.decisions]
+
+    def values_from_indices(self, indices: list[int]) -> dict[str, Any]:
+        return {d.name: d.choices[i] for d, i in zip(self.decisions, indices, strict=True)}
+
+    def indices_from_values(self, values: dict[str, Any]) -> list[int]:
+        return [d.choices.index(values[d.name]) for d in self.decisions]
+
+    def to_architecture(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The canonical architecture for one assignment of every decision."""
+        raw: dict[str, Any] = {"family": self.family, **self.fixed}
+        hparams = {k: raw.pop(k) for k in list(raw) if k in HPARAM_DEFAULTS}
+        for name, value in values.items():
+            if "." in name:
+                continue
+            (hparams if name in HPARAM_DEFAULTS else raw)[name] = value
+        blocks = []
+        for i in range(self.block_count):
+            block = dict(self.block_fixed)
+            block.update(
+                {n.split(".")[2]: v for n, v in values.items() if n.startswith(f"block.{i}.")}
+            )
+            blocks.append(block)
+        raw[BLOCK_KEY[self.family]] = blocks
+        raw["hparams"] = hparams
+        return normalize(raw, where="architecture")
+
+    def size(self) -> int:
+        """Number of distinct assignments (an upper bound on distinct architectures)."""
+        total = 1
+        for n in self.sizes:
+            total *= n
+        return total
+
+
+def resolve_space_path(text: str) -> Path:
+    """A path, or the stem of a built-in space (``seed_gru``)."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    builtin = BUILTIN_DIR / f"{text}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise UserError(f"--space {text}: file not found (built-in spaces: {builtin_names()})")
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_space(text: str | Path) -> SearchSpace:
+    """Read and validate a space file; every error names the file and the key."""
+    path = resolve_space_path(str(text))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"search space {path}:{where} YAML syntax error") from None
+    return parse_space(raw, str(path), default_name=path.stem)
+
+
+def parse_space(raw: Any, where: str, default_name: str = "space") -> SearchSpace:
+    if not isinstance(raw, dict):
+        raise UserError(f"search space {where}: expected a mapping at the top level")
+    unknown = set(raw) - SPACE_KEYS
+    if unknown:
+        raise UserError(f"search space {where}: unknown key(s) {sorted(unknown)}")
+    family = raw.get("family")
+    if family not in BLOCK_KEY:
+        raise UserError(f"search space {where}: family must be 'rnn' or 'cnn', got {family!r}")
+    other = BLOCK_KEY["cnn" if family == "rnn" else "rnn"]
+    if other in raw:
+        raise UserError(f"search space {where}: '{other}' does not belong to family {family}")
+    fixed = _mapping(raw.get("fixed", {}), f"{where}: fixed")
+    decisions = [
+        Decision(name, _choices(v, f"{where}: choices.{name}"))
+        for name, v in _mapping(raw.get("choices", {}), f"{where}: choices").items()
+    ]
+    count, block_fixed, block_decisions = _blocks(raw, family, where)
+    space = SearchSpace(
+        str(raw.get("name", default_name)),
+        family,
+        fixed,
+        tuple(decisions + block_decisions),
+        count,
+        block_fixed,
+    )
+    _check_architectures(space, where)
+    return space
+
+
+def _blocks(raw: dict, family: str, where: str) -> tuple[int, dict[str, Any], list[Decision]]:
+    key, width = BLOCK_KEY[family], WIDTH_KEY[family]
+    spec = _mapping(raw.get(key), f"{where}: {key}")
+    count = spec.pop("count", None)
+    minimum = spec.pop("min", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_BLOCKS:
+        raise UserError(f"search space {where}: {key}.count must be an integer 1..{MAX_BLOCKS}")
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or not 0 <= minimum <= count:
+        raise UserError(f"search space {where}: {key}.min must be an integer 0..{key}.count")
+    if width not in spec:
+        raise UserError(f"search space {where}: {key}.{width} is required")
+    fixed, decisions = {}, []
+    for i in range(count):
+        for field, value in spec.items():
+            name = f"block.{i}.{field}"
+            if not isinstance(value, list):
+                fixed[field] = value
+                continue
+            choices = _choices(value, f"{where}: {key}.{field}")
+            if field == width and i < minimum:
+                choices = tuple(c for c in choices if c != 0)
+                if not choices:
+                    raise UserError(f"search space {where}: {key}.{width} needs a non-zero choice")
+            gate = (
+                None
+                if field == width or not isinstance(spec[width], list)
+                else f"block.{i}.{width}"
+            )
+            decisions.append(Decision(name, choices, gate, 0 if gate else None))
+    return count, fixed, _width_first(decisions, width)
+
+
+def _width_first(decisions: list[Decision], width: str) -> list[Decision]:
+    """Within a block, the width decision comes first, so the others can depend on it."""
+    return sorted(
+        decisions, key=lambda d: (int(d.name.split(".")[1]), d.name.split(".")[2] != width)
+    )
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        raise UserError(f"search space {where}: missing")
+    if not isinstance(value, dict):
+        raise UserError(f"search space {where}: expected a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def _choices(value: Any, where: str) -> tuple[Scalar, ...]:
+    if not isinstance(value, list):
+        raise UserError(f"search space {where}: expected a list of choices, got {value!r}")
+    if not value:
+        raise UserError(f"search space {where}: empty choices")
+    for v in value:
+        if not isinstance(v, Scalar):
+            raise UserError(f"search space {where}: choice {v!r} is not a number, string or bool")
+    if len(set(map(repr, value))) != len(value):
+        raise UserError(f"search space {where}: duplicate choices")
+    return tuple(value)
+
+
+def _check_architectures(space: SearchSpace, where: str) -> None:
+    """Every choice must give a valid architecture: try each one beside the defaults."""
+    base = {d.name: d.choices[-1] for d in space.decisions}
+    candidates = itertools.chain(
+        [base], ({**base, d.name: c} for d in space.decisions for c in d.choices)
+    )
+    for values in candidates:
+        try:
+            space.to_architecture(values)
+        except UserError as exc:
+            raise UserError(f"search space {where}: {exc}") from None

@@ -1,0 +1,190 @@
+"""MLflow tracking, and the only module that imports MLflow.
+
+A search is a parent run (its parameters, searcher updates, summary and searcher
+state); every child is a nested run created by the Ray worker that trains it, so its
+per-epoch curves appear live in the UI. All calls go through ``MlflowClient`` with an
+explicit URI: no fluent global state leaks between children of a reused worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from automl.errors import UserError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_TAG = "mlflow.parentRunId"
+T = TypeVar("T")
+
+
+def resolve_uri(uri: str | None) -> str:
+    """``--tracking-uri``, else $MLFLOW_TRACKING_URI, else ./mlflow.db; SQLite paths made absolute
+
+    (Ray workers run in other directories, so a relative path would point elsewhere)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast with one clear line instead of minutes of client retries."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(f"tracking server {uri} is unreachable ({reason})") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UserError(f"tracking URI {uri}: folder {folder} is missing or not writable")
+    else:
+        raise UserError(f"tracking URI {uri}: use sqlite:///PATH or http(s)://HOST:PORT")
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database-migration chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _retry(call: Callable[[], T], attempts: int = 5) -> T:
+    """SQLite answers 'database is locked' when many workers write at once: wait and retry."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """Nested architecture -> MLflow params (``layers.0.units`` = ``80``)."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else k, v))
+        return out
+    if isinstance(value, list):
+        out = {f"{prefix}.count": str(len(value))}
+        for i, v in enumerate(value):
+            out.update(flatten(f"{prefix}.{i}", v))
+        return out
+    return {prefix: str(value)}
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """Where a search logs: small and picklable, so it travels to Ray workers."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def start_search(uri: str, experiment: str, run_name: str, params: dict[str, Any]) -> SearchRun:
+    from mlflow.entities import Param
+
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        location = None
+        if uri.startswith("sqlite:///"):  # artifacts beside the database, at an absolute path
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        experiment_id = client.create_experiment(experiment, artifact_location=location)
+    else:
+        experiment_id = found.experiment_id
+    run = client.create_run(experiment_id, run_name=run_name, tags={"automl.role": "search"})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return SearchRun(uri, experiment_id, run.info.run_id)
+
+
+def log_search_metrics(search: SearchRun, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    _retry(lambda: _client(search.uri).log_batch(search.parent_run_id, metrics=batch))
+
+
+def finish_search(
+    search: SearchRun,
+    summary: dict[str, Any],
+    searcher_state: dict[str, Any],
+    status: str = "FINISHED",
+) -> None:
+    client = _client(search.uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(searcher_state, Path(tmp) / "searcher_state.pt")
+        Path(tmp, "summary.json").write_text(json.dumps(summary, indent=2))
+        _retry(lambda: client.log_artifacts(search.parent_run_id, tmp))
+    _retry(lambda: client.set_terminated(search.parent_run_id, status=status))
+
+
+class ChildRun:
+    """The nested run of one child, written from the worker that trains it."""
+
+    def __init__(self, search: SearchRun, trial: int, architecture: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client = _client(search.uri)
+        run = _retry(
+            lambda: self.client.create_run(
+                search.experiment_id,
+                run_name=f"child-{trial:04d}",
+                tags={
+                    PARENT_TAG: search.parent_run_id,
+                    "automl.role": "child",
+                    "automl.trial": str(trial),
+                },
+            )
+        )
+        self.run_id = run.info.run_id
+        params = [Param(k, v[:6000]) for k, v in flatten("", architecture).items()]
+        _retry(lambda: self.client.log_batch(self.run_id, params=params))
+        _retry(lambda: self.client.log_dict(self.run_id, architecture, "architecture.json"))
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def finish(
+        self,
+        metrics: dict[str, float],
+        architecture: dict[str, Any],
+        state_dict: dict[str, torch.Tensor] | None,
+    ) -> None:
+        """Final metrics and the best epoch's weights (loadable with ``weights_only=True``)."""
+        self.log_epoch(0, metrics)
+        if state_dict is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save(state_dict, Path(tmp) / "weights.pt")
+                Path(tmp, "architecture.json").write_text(json.dumps(architecture, indent=2))
+                _retry(lambda: self.client.log_artifacts(self.run_id, tmp, "model"))
+        _retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
+
+    def fail(self, error: str) -> None:
+        _retry(lambda: self.client.set_tag(self.run_id, "automl.error", error[:5000]))
+        _retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))

@@ -1,0 +1,207 @@
+"""End to end: real local Ray, real MLflow (SQLite file, and a real server over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from mlflow.tracking import MlflowClient
+
+from automl.cli import main
+from automl.searchers import make_searcher
+from automl.space import load_space
+
+TINY_SPACE = """\
+family: rnn
+fixed: {cell: gru, lr: 0.01, class_weighted: true}
+layers: {count: 2, min: 1, units: [0, 8, 16, 24], activation: [tanh, relu]}
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (starting it costs seconds); searches join it."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _search(tmp_path: Path, *extra: str, trials: int = 6) -> tuple[int, dict]:
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    out = tmp_path / "summary.json"
+    code = main(
+        [
+            "search",
+            "--data",
+            "synth-cry",
+            "--space",
+            str(space),
+            "--trials",
+            str(trials),
+            "--epochs",
+            "2",
+            "--workers",
+            "2",
+            "--seed",
+            "0",
+            "--json",
+            str(out),
+            "--storage",
+            str(tmp_path / "ray"),
+            *extra,
+        ]
+    )
+    return code, json.loads(out.read_text()) if out.exists() else {}
+
+
+def test_search_tracks_parent_and_nested_children(tmp_path, local_ray, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default tracking URI is ./mlflow.db
+    code, summary = _search(tmp_path, "--experiment", "e2e", "--searcher", "reinforce")
+    assert code == 0
+    assert summary["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(summary["tracking_uri"])
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["searcher"] == "reinforce" and parent.data.params["trials"] == "6"
+    assert {
+        "controller/mean_reward",
+        "controller/baseline",
+        "controller/entropy",
+        "best_dev_uar",
+    } <= set(parent.data.metrics)
+
+    children = client.search_runs(
+        [summary["experiment_id"]], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    by_id = {run.info.run_id: run for run in children}
+    trained = [t for t in summary["trials"] if t["status"] == "done"]
+    assert len(summary["trials"]) == 6 and len(trained) == len(children) >= 2
+    for trial in summary["trials"]:
+        assert trial["status"] in ("done", "cached")
+        run = by_id[trial["mlflow_run_id"]]
+        assert run.data.metrics["dev_uar"] == pytest.approx(trial["dev_uar"])
+        assert run.info.status == "FINISHED"
+    for run in children:
+        history = client.get_metric_history(run.info.run_id, "epoch_dev_uar")
+        assert [m.step for m in history] == [1, 2]
+        assert max(m.value for m in history) == pytest.approx(run.data.metrics["dev_uar"])
+        assert {"train_loss", "n_params", "train_seconds"} <= set(run.data.metrics)
+        assert run.data.params["family"] == "rnn" and "layers.0.units" in run.data.params
+    best = summary["best"]
+    assert best["dev_uar"] == max(t["dev_uar"] for t in trained)
+    weights = Path(
+        client.download_artifacts(best["mlflow_run_id"], "model/weights.pt", str(tmp_path))
+    )
+    state = torch.load(weights, weights_only=True)
+    assert (
+        sum(v.numel() for v in state.values())
+        == by_id[best["mlflow_run_id"]].data.metrics["n_params"]
+    )
+
+    state_file = client.download_artifacts(parent.info.run_id, "searcher_state.pt", str(tmp_path))
+    after = torch.load(state_file, weights_only=True)
+    before = make_searcher("reinforce", load_space(tmp_path / "space.yaml"), 0).state_dict()
+    assert after["updates"] >= 1 and after["n_told"] == 6
+    assert any(not torch.equal(after["net"][k], before["net"][k]) for k in before["net"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1, stopped when the test ends."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_search_over_http_tracking_server(tmp_path, local_ray, mlflow_server):
+    code, summary = _search(
+        tmp_path,
+        "--tracking-uri",
+        mlflow_server,
+        "--searcher",
+        "random",
+        "--experiment",
+        "http",
+        trials=3,
+    )
+    assert code == 0 and summary["tracking_uri"] == mlflow_server
+    client = MlflowClient(mlflow_server)
+    children = client.search_runs(
+        [summary["experiment_id"]], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'"
+    )
+    assert {r.info.run_id for r in children} == {t["mlflow_run_id"] for t in summary["trials"]}
+    assert client.list_artifacts(summary["best"]["mlflow_run_id"], "model")
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--searcher", "bayes"], "unknown --searcher 'bayes'"),
+        (["--space", "missing.yaml"], "--space missing.yaml: file not found"),
+        (["--tracking-uri", "http://127.0.0.1:9"], "unreachable"),
+        (["--json", "/nonexistent/out.json"], "does not exist"),
+    ],
+)
+def test_search_user_errors_exit_2_before_training(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    base = {"--space": "seed_gru", "--searcher": "random"}
+    base.update(dict(zip(argv[::2], argv[1::2], strict=True)))
+    args = [x for kv in base.items() for x in kv]
+    assert main(["search", "--data", "digits", "--trials", "2", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started, nothing left behind
+
+
+@pytest.mark.parametrize("option", ["--trials", "--epochs", "--workers"])
+def test_search_counts_must_be_positive(capsys, option):
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--data", "digits", "--space", "seed_gru", option, "0"])
+    assert info.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err

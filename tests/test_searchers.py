@@ -1,0 +1,182 @@
+"""Search spaces, the searchers' ask/tell protocol and state, and the controller's learning."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from automl.errors import UserError
+from automl.search import CACHED, DONE, SearchLoop
+from automl.searchers import SEARCHERS, make_searcher
+from automl.space import builtin_names, load_space, parse_space
+
+
+def test_seed_gru_is_the_reference_space():
+    space = load_space("search_spaces/seed_gru.yaml")
+    units = [d for d in space.decisions if d.name.endswith(".units")]
+    acts = [d for d in space.decisions if d.name.endswith(".activation")]
+    assert len(units) == len(acts) == 5
+    assert units[0].choices == (40, 80, 120, 160, 200)  # at least one layer
+    assert all(d.choices == (0, 40, 80, 120, 160, 200) for d in units[1:])
+    assert all(d.choices == ("tanh", "relu", "sigmoid") for d in acts)
+    values = {d.name: d.choices[0] for d in space.decisions}
+    arch = space.to_architecture(values)
+    assert arch["cell"] == "gru" and len(arch["layers"]) == 1  # later layers have 0 units
+    assert not space.is_active(acts[1], values)  # an absent layer's activation is no decision
+
+
+def test_all_builtin_spaces_load():
+    assert {"seed_gru", "cnn", "gru_hparams"} <= set(builtin_names())
+    hp = load_space("gru_hparams")
+    names = {d.name for d in hp.decisions}
+    assert {"lr", "batch_size", "dropout"} <= names
+    arch = hp.to_architecture({d.name: d.choices[-1] for d in hp.decisions})
+    assert arch["hparams"]["lr"] == 0.01 and arch["hparams"]["batch_size"] == 64
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            "family: rnn\nlayers: {count: 2, units: [8]}\ncolour: red\n",
+            r"unknown key\(s\) \['colour'\]",
+        ),
+        ("family: rnn\nlayers: {count: 2, units: []}\n", "empty choices"),
+        ("family: rnn\nlayers: {count: two, units: [8]}\n", "layers.count must be an integer"),
+        ("family: rnn\nlayers: {count: 2, units: [8, big]}\n", "units"),
+        ("family: rnn\nlayers: {count: 2, units: [8]}\nchoices: {lr: 0.1}\n", "expected a list"),
+        ("family: rnn\nlayers: {count: 2, units: [8], activation: [swish]}\n", "activation"),
+        ("family: tree\n", "family must be"),
+        ("family: rnn\nlayers: [1, 2\n", "YAML syntax error"),
+        (
+            "family: rnn\nblocks: {count: 1, filters: [8]}\nlayers: {count: 1, units: [8]}\n",
+            "blocks",
+        ),
+    ],
+)
+def test_invalid_space_files(tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as info:
+        load_space(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_missing_space_file():
+    with pytest.raises(UserError, match="file not found"):
+        load_space("no_such_space")
+
+
+def test_unknown_searcher():
+    with pytest.raises(UserError, match="unknown --searcher 'bayes'"):
+        make_searcher("bayes", load_space("seed_gru"))
+
+
+def _target_reward(space, seed=123):
+    rng = np.random.default_rng(seed)
+    target = {d.name: d.choices[rng.integers(len(d.choices))] for d in space.decisions}
+    return lambda values: float(np.mean([values[k] == target[k] for k in target]))
+
+
+def _run(searcher, reward, n):
+    rewards = []
+    for _ in range(n):
+        p = searcher.ask()
+        rewards.append(reward(p.values))
+        searcher.tell(p.id, rewards[-1])
+    return rewards
+
+
+def test_controller_converges_to_hidden_target_far_faster_than_random():
+    """Reward = share of decisions equal to a hidden target architecture."""
+    space = load_space("seed_gru")
+    reward = _target_reward(space)
+    late = {}
+    for name in ("reinforce", "random"):
+        late[name] = np.mean(
+            [
+                np.mean(_run(make_searcher(name, space, seed), reward, 250)[-50:])
+                for seed in range(2)
+            ]
+        )
+    assert late["reinforce"] > 0.85
+    assert late["random"] < 0.4
+    assert late["reinforce"] > 2 * late["random"]
+
+
+def test_controller_updates_asynchronously_in_any_order():
+    space = load_space("seed_gru")
+    searcher = make_searcher("reinforce", space, 0, batch_size=3)
+    proposals = [searcher.ask() for _ in range(5)]
+    metrics = [searcher.tell(p.id, 0.1 * i) for i, p in reversed(list(enumerate(proposals)))]
+    assert [bool(m) for m in metrics] == [False, False, True, False, False]
+    assert {"controller/mean_reward", "controller/baseline", "controller/entropy"} <= set(
+        metrics[2]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_state_round_trip_continues_identically(name):
+    """Save mid-search (through torch.save / weights_only load), restore, and continue."""
+    space = load_space("gru_hparams")
+    reward = _target_reward(space)
+    a = make_searcher(name, space, 7)
+    _run(a, reward, 12)
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = make_searcher(name, space, 99)
+    b.load_state_dict(torch.load(buffer, weights_only=True))
+    if name == "tpe":  # Optuna's sampler has its own stream; the history must carry over
+        assert len(b.study.trials) == len(a.study.trials) == 12
+        assert b.best_reward == a.best_reward
+        return
+    assert _run(a, reward, 10) == _run(b, reward, 10)
+
+
+@pytest.mark.parametrize("name", ["evolution", "tpe"])
+def test_baselines_improve_on_random(name):
+    space = load_space("seed_gru")
+    reward = _target_reward(space, seed=5)
+    ours = np.mean(
+        [np.mean(_run(make_searcher(name, space, s), reward, 150)[-50:]) for s in range(2)]
+    )
+    rand = np.mean(
+        [np.mean(_run(make_searcher("random", space, s), reward, 150)[-50:]) for s in range(2)]
+    )
+    assert ours > rand + 0.1
+
+
+def test_loop_never_trains_an_identical_child_twice():
+    space = parse_space({"family": "rnn", "layers": {"count": 1, "units": [8, 16]}}, "tiny")
+    loop = SearchLoop(make_searcher("random", space, 0), space, budget=6, identity=("data", 0, 1))
+    trained = []
+    while (record := loop.next_child()) is not None:
+        trained.append(record)
+        loop.child_finished(
+            record.trial,
+            dev_uar=record.architecture["layers"][0]["units"] / 100,
+            seconds=1.0,
+            mlflow_run_id=f"run{record.trial}",
+        )
+    assert len(trained) == 2  # only two distinct architectures exist
+    assert len(loop.records) == 6 and loop.searcher.n_told == 6
+    assert [r.status for r in loop.records].count(CACHED) == 4
+    for r in loop.records:
+        original = next(t for t in trained if t.key == r.key)
+        assert (r.dev_uar, r.mlflow_run_id) == (original.dev_uar, original.mlflow_run_id)
+    assert loop.best().dev_uar == 0.16 and loop.best().status == DONE
+
+
+def test_loop_duplicate_of_an_in_flight_child_waits_for_it():
+    space = parse_space({"family": "rnn", "layers": {"count": 1, "units": [8]}}, "one")
+    loop = SearchLoop(make_searcher("random", space, 0), space, budget=3, identity=("d", 0, 1))
+    first = loop.next_child()
+    assert loop.next_child() is None  # the other two are copies of the one in flight
+    assert loop.searcher.n_told == 0
+    loop.child_finished(first.trial, 0.5, 2.0, "run0")
+    assert [r.status for r in loop.records] == [DONE, CACHED, CACHED]
+    assert loop.searcher.n_told == 3
