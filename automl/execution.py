@@ -13,7 +13,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,18 +42,22 @@ class Resources:
     address: str | None = None  # an existing Ray cluster; None starts a local one
 
 
-def start_ray(resources: Resources) -> bool:
-    """Join ``address`` or start local Ray; returns True when this call started it."""
+@contextmanager
+def ray_session(resources: Resources) -> Iterator[None]:
+    """Join ``address`` or start a local Ray (dashboard off); stop it after if we started it."""
     if ray.is_initialized():
-        return False
+        yield
+        return
     ray.init(
         address=resources.address,
         include_dashboard=False,
         logging_level=logging.ERROR,
         log_to_driver=False,
-        configure_logging=True,
     )
-    return True
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def child_trainable(
@@ -65,11 +70,8 @@ def child_trainable(
     trial, arch = config["trial"], config["architecture"]
     child = tracking.ChildRun(search_run, trial, arch) if search_run else None
     run_id = child.run_id if child else None
-    best = 0.0
 
     def on_epoch(stats) -> None:
-        nonlocal best
-        best = max(best, stats.dev_uar)
         if child:
             child.log_epoch(
                 stats.epoch,
@@ -79,7 +81,6 @@ def child_trainable(
                     "epoch_seconds": stats.seconds,
                 },
             )
-        tune.report({METRIC: best, "epoch": stats.epoch, "mlflow_run_id": run_id})
 
     try:
         result = train_child(arch, dataset, train_config, on_epoch)
@@ -151,32 +152,27 @@ def run_on_ray(
     storage: Path | None = None,
     on_change: Callable[[], None] | None = None,
 ) -> None:
-    """Train the loop's children on Ray until its budget is spent."""
-    started = start_ray(resources)
-    try:
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                child_trainable, dataset=dataset, search_run=search_run, train_config=train_config
-            ),
-            {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=LoopSearcher(loop, on_change),
-                num_samples=loop.budget,
-                max_concurrent_trials=resources.workers,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=f"search-{int(time.time())}",
-                verbose=0,
-                storage_path=str((storage or Path(tempfile.gettempdir()) / "automl-ray").resolve()),
-                failure_config=tune.FailureConfig(max_failures=0),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
-        tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
+    """Train the loop's children on Ray (inside :func:`ray_session`) until its budget is spent."""
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            child_trainable, dataset=dataset, search_run=search_run, train_config=train_config
+        ),
+        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=LoopSearcher(loop, on_change),
+            num_samples=loop.budget,
+            max_concurrent_trials=resources.workers,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"search-{int(time.time())}",
+            verbose=0,
+            storage_path=str((storage or Path(tempfile.gettempdir()) / "automl-ray").resolve()),
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    tuner.fit()

@@ -26,6 +26,7 @@ from automl.errors import UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
+FLUSH_SECONDS = 5.0  # how often a child's per-epoch metrics reach the store
 T = TypeVar("T")
 
 
@@ -159,16 +160,27 @@ class ChildRun:
             )
         )
         self.run_id = run.info.run_id
+        self.buffer: list = []
+        self.flushed_at = time.monotonic()
         params = [Param(k, v[:6000]) for k, v in flatten("", architecture).items()]
         _retry(lambda: self.client.log_batch(self.run_id, params=params))
         _retry(lambda: self.client.log_dict(self.run_id, architecture, "architecture.json"))
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Buffered and written every ``FLUSH_SECONDS``: curves stay live in the UI for long
+        epochs, while short epochs do not wait on the store each time."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
-        _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        self.buffer += [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
+        if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            batch, self.buffer = self.buffer, []
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        self.flushed_at = time.monotonic()
 
     def finish(
         self,
@@ -177,7 +189,12 @@ class ChildRun:
         state_dict: dict[str, torch.Tensor] | None,
     ) -> None:
         """Final metrics and the best epoch's weights (loadable with ``weights_only=True``)."""
-        self.log_epoch(0, metrics)
+        from mlflow.entities import Metric
+
+        self._flush()
+        now = int(time.time() * 1000)
+        final = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=final))
         if state_dict is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 torch.save(state_dict, Path(tmp) / "weights.pt")
@@ -186,5 +203,6 @@ class ChildRun:
         _retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
 
     def fail(self, error: str) -> None:
+        self._flush()
         _retry(lambda: self.client.set_tag(self.run_id, "automl.error", error[:5000]))
         _retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))

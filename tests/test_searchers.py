@@ -180,3 +180,9 @@ def test_loop_duplicate_of_an_in_flight_child_waits_for_it():
     loop.child_finished(first.trial, 0.5, 2.0, "run0")
     assert [r.status for r in loop.records] == [DONE, CACHED, CACHED]
     assert loop.searcher.n_told == 3
+
+
+def test_command_line_lists_every_searcher():
+    from automl.search_cli import SEARCHER_NAMES
+
+    assert sorted(SEARCHER_NAMES) == sorted(SEARCHERS)

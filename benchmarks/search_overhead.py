@@ -1,0 +1,125 @@
+"""Framework overhead and worker scaling of `automl search`, measured side by side in one run.
+
+* overhead: N children through the search (Ray local, 1 worker, MLflow SQLite, Ray start
+  included) against the same N trainings run bare, one after another, in this process.
+  Target: at most 10% extra wall time with children of about 10 s.
+* scaling: the same search with 2 workers against 1 on this machine, as trained children
+  per hour. Target: at least 1.7x.
+
+Every child has the same architecture and a different learning rate, so all cost the
+same and the comparison is not skewed by which architectures a run happened to draw.
+
+    python benchmarks/search_overhead.py [--children 16] [--epochs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from automl.data import load_dataset
+from automl.runner import SearchConfig, run_search
+from automl.train import TrainConfig, train_child
+
+
+def write_space(folder: Path) -> Path:
+    lrs = ", ".join(f"{lr:.6f}" for lr in np.geomspace(3e-4, 3e-2, 400))
+    path = folder / "bench_space.yaml"
+    path.write_text(
+        "family: rnn\nfixed: {cell: gru, class_weighted: true}\n"
+        f"choices: {{lr: [{lrs}]}}\n"
+        "layers: {count: 1, min: 1, units: [64], activation: [tanh]}\n"
+    )
+    return path
+
+
+def search(space: Path, folder: Path, children: int, epochs: int, workers: int) -> dict:
+    config = SearchConfig(
+        data="synth-cry",
+        space=str(space),
+        searcher="random",
+        trials=children,
+        epochs=epochs,
+        workers=workers,
+        seed=0,
+        experiment=f"bench-{workers}w",
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+        storage=str(folder / "ray"),
+    )
+    start = time.perf_counter()
+    summary = run_search(config)
+    wall = time.perf_counter() - start
+    trained = [t for t in summary["trials"] if t["status"] == "done"]
+    return {
+        "workers": workers,
+        "wall_seconds": wall,
+        "trained": len(trained),
+        "children_per_hour": len(trained) / wall * 3600,
+        "architectures": [t["architecture"] for t in trained],
+    }
+
+
+def bare(architectures: list[dict], epochs: int) -> dict:
+    torch.set_num_threads(1)
+    data = load_dataset("synth-cry")
+    start = time.perf_counter()
+    seconds = [
+        train_child(a, data, TrainConfig(epochs=epochs, seed=0, threads=1)).train_seconds
+        for a in architectures
+    ]
+    wall = time.perf_counter() - start
+    return {
+        "wall_seconds": wall,
+        "trained": len(architectures),
+        "mean_child_seconds": float(np.mean(seconds)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--children", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=30, help="about 10 s per child here")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_overhead.json"))
+    args = parser.parse_args()
+    load_dataset("synth-cry")  # features cached before any clock starts
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        space = write_space(folder)
+        one = search(space, folder, args.children, args.epochs, workers=1)
+        two = search(space, folder, args.children, args.epochs, workers=2)
+    baseline = bare(one.pop("architectures"), args.epochs)
+    two.pop("architectures")
+    overhead = one["wall_seconds"] / baseline["wall_seconds"] - 1
+    scaling = two["children_per_hour"] / one["children_per_hour"]
+    result = {
+        "benchmark": "search_overhead",
+        "children": args.children,
+        "epochs": args.epochs,
+        "bare": baseline,
+        "search_1_worker": one,
+        "search_2_workers": two,
+        "overhead": overhead,
+        "overhead_target": 0.10,
+        "scaling": scaling,
+        "scaling_target": 1.7,
+    }
+    print(
+        f"bare, one process      {baseline['wall_seconds']:7.1f} s for "
+        f"{baseline['trained']} children ({baseline['mean_child_seconds']:.1f} s each)"
+    )
+    print(f"search, 1 worker       {one['wall_seconds']:7.1f} s for {one['trained']} children")
+    print(f"search, 2 workers      {two['wall_seconds']:7.1f} s for {two['trained']} children")
+    print(f"overhead {overhead:+.1%} (target <= +10%), scaling {scaling:.2f}x (target >= 1.7x)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
