@@ -66,14 +66,21 @@ def child_trainable(
     search_run: tracking.SearchRun | None,
     train_config: TrainConfig,
 ) -> None:
-    """Runs in a Ray worker: train one child, report each epoch to Tune and MLflow."""
+    """Runs in a Ray worker: train one child, its epochs logged to its nested MLflow run."""
     trial, arch = config["trial"], config["architecture"]
-    child = tracking.ChildRun(search_run, trial, arch) if search_run else None
-    run_id = child.run_id if child else None
+    child = None
+    if search_run:
+        child = tracking.ChildRun(
+            search_run,
+            f"child-{trial:04d}",
+            tracking.flatten("", arch),
+            {"automl.role": "child", "automl.trial": str(trial)},
+        )
+        child.log_json(arch, "architecture.json")
 
     def on_epoch(stats) -> None:
         if child:
-            child.log_epoch(
+            child.log_metrics(
                 stats.epoch,
                 {
                     "epoch_dev_uar": stats.dev_uar,
@@ -96,8 +103,17 @@ def child_trainable(
         "latency_ms": result.latency_ms,
     }
     if child:
-        child.finish(final, result.architecture, result.state_dict)
-    tune.report({**final, "epoch": result.epochs, "mlflow_run_id": run_id, "finished": True})
+        child.finish(
+            final, {"weights.pt": result.state_dict, "architecture.json": result.architecture}
+        )
+    tune.report(
+        {
+            **final,
+            "epoch": result.epochs,
+            "mlflow_run_id": child.run_id if child else None,
+            "finished": True,
+        }
+    )
 
 
 class LoopSearcher(TuneSearcher):

@@ -69,7 +69,7 @@ def run_search(
     with ThreadPoolExecutor(max_workers=1) as pool:
         # MLflow's first import and schema set-up take seconds: overlap them with Ray's start.
         pending = pool.submit(
-            tracking.start_search, uri, config.experiment, f"search-{config.searcher}", params
+            tracking.start_parent, uri, config.experiment, f"search-{config.searcher}", params
         )
         with ray_session(config.resources):
             search_run = pending.result()

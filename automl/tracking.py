@@ -102,7 +102,8 @@ class SearchRun:
     parent_run_id: str
 
 
-def start_search(uri: str, experiment: str, run_name: str, params: dict[str, Any]) -> SearchRun:
+def start_parent(uri: str, experiment: str, run_name: str, params: dict[str, Any]) -> SearchRun:
+    """Create (or find) the experiment and open the parent run of a search or an RL job."""
     from mlflow.entities import Param
 
     client = _client(uri)
@@ -130,49 +131,55 @@ def log_search_metrics(search: SearchRun, metrics: dict[str, float], step: int) 
 def finish_search(
     search: SearchRun,
     summary: dict[str, Any],
-    searcher_state: dict[str, Any],
+    searcher_state: dict[str, Any] | None = None,
     status: str = "FINISHED",
 ) -> None:
+    """Attach the summary (and the searcher's state) to the parent run and close it."""
     client = _client(search.uri)
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save(searcher_state, Path(tmp) / "searcher_state.pt")
+        if searcher_state is not None:
+            torch.save(searcher_state, Path(tmp) / "searcher_state.pt")
         Path(tmp, "summary.json").write_text(json.dumps(summary, indent=2))
         _retry(lambda: client.log_artifacts(search.parent_run_id, tmp))
     _retry(lambda: client.set_terminated(search.parent_run_id, status=status))
 
 
 class ChildRun:
-    """The nested run of one child, written from the worker that trains it."""
+    """A nested run (one child, or one RL seed), written from the worker that does the work."""
 
-    def __init__(self, search: SearchRun, trial: int, architecture: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        parent: SearchRun,
+        run_name: str,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+    ) -> None:
         from mlflow.entities import Param
 
-        self.client = _client(search.uri)
+        self.client = _client(parent.uri)
         run = _retry(
             lambda: self.client.create_run(
-                search.experiment_id,
-                run_name=f"child-{trial:04d}",
-                tags={
-                    PARENT_TAG: search.parent_run_id,
-                    "automl.role": "child",
-                    "automl.trial": str(trial),
-                },
+                parent.experiment_id,
+                run_name=run_name,
+                tags={PARENT_TAG: parent.parent_run_id, **(tags or {})},
             )
         )
         self.run_id = run.info.run_id
         self.buffer: list = []
         self.flushed_at = time.monotonic()
-        params = [Param(k, v[:6000]) for k, v in flatten("", architecture).items()]
-        _retry(lambda: self.client.log_batch(self.run_id, params=params))
-        _retry(lambda: self.client.log_dict(self.run_id, architecture, "architecture.json"))
+        batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, params=batch))
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+    def log_json(self, payload: dict[str, Any], name: str) -> None:
+        _retry(lambda: self.client.log_dict(self.run_id, payload, name))
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Buffered and written every ``FLUSH_SECONDS``: curves stay live in the UI for long
-        epochs, while short epochs do not wait on the store each time."""
+        runs, while short epochs or episodes do not wait on the store each time."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.buffer += [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
+        self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
             self._flush()
 
@@ -182,23 +189,21 @@ class ChildRun:
             _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
         self.flushed_at = time.monotonic()
 
-    def finish(
-        self,
-        metrics: dict[str, float],
-        architecture: dict[str, Any],
-        state_dict: dict[str, torch.Tensor] | None,
-    ) -> None:
-        """Final metrics and the best epoch's weights (loadable with ``weights_only=True``)."""
+    def finish(self, metrics: dict[str, float], artifacts: dict[str, Any] | None = None) -> None:
+        """Final metrics; ``artifacts`` maps file names under ``model/`` to tensors or JSON."""
         from mlflow.entities import Metric
 
         self._flush()
         now = int(time.time() * 1000)
         final = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         _retry(lambda: self.client.log_batch(self.run_id, metrics=final))
-        if state_dict is not None:
+        if artifacts:
             with tempfile.TemporaryDirectory() as tmp:
-                torch.save(state_dict, Path(tmp) / "weights.pt")
-                Path(tmp, "architecture.json").write_text(json.dumps(architecture, indent=2))
+                for name, payload in artifacts.items():
+                    if name.endswith(".json"):
+                        Path(tmp, name).write_text(json.dumps(payload, indent=2))
+                    else:
+                        torch.save(payload, Path(tmp, name))
                 _retry(lambda: self.client.log_artifacts(self.run_id, tmp, "model"))
         _retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
 

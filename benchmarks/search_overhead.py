@@ -91,10 +91,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         space = write_space(folder)
+        # Machine speed drifts over minutes: interleave the bare halves with the searches.
         one = search(space, folder, args.children, args.epochs, workers=1)
+        archs = one.pop("architectures")
+        first = bare(archs[: len(archs) // 2], args.epochs)
         two = search(space, folder, args.children, args.epochs, workers=2)
-    baseline = bare(one.pop("architectures"), args.epochs)
-    two.pop("architectures")
+        two.pop("architectures")
+        second = bare(archs[len(archs) // 2 :], args.epochs)
+    baseline = {
+        "wall_seconds": first["wall_seconds"] + second["wall_seconds"],
+        "trained": first["trained"] + second["trained"],
+        "mean_child_seconds": (first["mean_child_seconds"] + second["mean_child_seconds"]) / 2,
+    }
     overhead = one["wall_seconds"] / baseline["wall_seconds"] - 1
     scaling = two["children_per_hour"] / one["children_per_hour"]
     result = {

@@ -1,0 +1,138 @@
+"""What the agents share: observation encoding, schedules, evaluation, checkpoints, results."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training ones
+
+
+def obs_size(space: gym.Space) -> int:
+    """Input width of a network: one-hot for discrete observations, flattened boxes."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    return int(np.prod(space.shape))
+
+
+def encode_obs(space: gym.Space, obs: Any) -> np.ndarray:
+    """float32 network input: one-hot rows for Discrete spaces, flattened otherwise."""
+    if isinstance(space, gym.spaces.Discrete):
+        obs = np.asarray(obs, dtype=np.int64)
+        return np.eye(space.n, dtype=np.float32)[obs]
+    obs = np.asarray(obs, dtype=np.float32)
+    return obs.reshape(obs.shape[0], -1) if obs.ndim > len(space.shape) else obs.reshape(-1)
+
+
+def linear_schedule(start: float, end: float, duration: float, t: float) -> float:
+    return end + (start - end) * max(0.0, 1.0 - t / max(duration, 1.0))
+
+
+def segment_seed(seed: int, step: int, env_index: int) -> int:
+    """Seed of env ``env_index`` when a segment starts at ``step``: fixed by the run's seed."""
+    return int(np.random.SeedSequence([seed, step, env_index]).generate_state(1)[0])
+
+
+def reward_threshold(env_id: str) -> float | None:
+    return gym.spec(env_id).reward_threshold
+
+
+def evaluate(
+    policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, seed: int, step: int = 0
+) -> tuple[float, float]:
+    """Mean and std return of greedy episodes on a separate, separately seeded environment."""
+    env = gym.make(env_id)
+    returns = []
+    for episode in range(episodes):
+        raw, _ = env.reset(seed=segment_seed(seed + EVAL_SEED_OFFSET, step, episode))
+        done, total = False, 0.0
+        while not done:
+            action = int(policy(encode_obs(env.observation_space, raw)))
+            raw, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+@dataclass
+class RunResult:
+    """Per seed, what `rl train` reports."""
+
+    final_eval_return: float
+    final_eval_std: float
+    best_eval_return: float
+    steps_to_threshold: int | None
+    threshold: float | None
+    steps: int
+    episodes: int
+    seconds: float
+    steps_per_second: float
+
+
+class EvalTracker:
+    """Remembers evaluation results: the last, the best, and when the threshold was first met."""
+
+    def __init__(self, env_id: str) -> None:
+        self.threshold = reward_threshold(env_id)
+        self.last = (float("nan"), float("nan"))
+        self.best = float("-inf")
+        self.first_solved: int | None = None
+
+    def record(self, mean: float, std: float, step: int) -> None:
+        self.last = (mean, std)
+        self.best = max(self.best, mean)
+        if self.first_solved is None and self.threshold is not None and mean >= self.threshold:
+            self.first_solved = step
+
+    def result(
+        self, steps: int, episodes: int, seconds: float, steps_per_second: float
+    ) -> RunResult:
+        return RunResult(
+            self.last[0],
+            self.last[1],
+            self.best,
+            self.first_solved,
+            self.threshold,
+            steps,
+            episodes,
+            seconds,
+            steps_per_second,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last": list(self.last), "best": self.best, "first_solved": self.first_solved}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last = tuple(state["last"])
+        self.best = state["best"]
+        self.first_solved = state["first_solved"]
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"checkpoint-{step:010d}.pt"
+
+
+def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write atomically (a killed run never leaves half a file) and keep the newest ``keep``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(folder, step)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in sorted(folder.glob("checkpoint-*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(Path(folder).glob("checkpoint-*.pt"))
+    return found[-1] if found else None

@@ -1,0 +1,343 @@
+"""DQN for any Gymnasium environment with a discrete action space, in one file.
+
+Double DQN, dueling heads, n-step returns, Huber loss, gradient clipping, hard or Polyak
+target updates, a linear epsilon schedule, optional prioritized replay, and Gymnasium
+vector environments. Read :func:`train` top to bottom: it is the algorithm.
+
+Checkpoints: every ``checkpoint_every`` env steps a training *segment* ends. The state
+(networks, optimizer, replay buffer and its position, step counters, random streams) is
+saved, and every environment is reset with a seed derived from the run's seed and the
+step. Because that reset happens whether or not a checkpoint is written or resumed, a
+run resumed from a checkpoint continues exactly as the uninterrupted run would have.
+The cost is one truncated episode per environment and segment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from automl.errors import UserError
+from rl.buffers import PrioritizedReplayBuffer, ReplayBuffer
+from rl.common import (
+    EvalTracker,
+    RunResult,
+    encode_obs,
+    evaluate,
+    latest_checkpoint,
+    linear_schedule,
+    obs_size,
+    save_checkpoint,
+    segment_seed,
+)
+
+Metrics = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class DQNConfig:
+    """Defaults are rl-zoo's CartPole-v1 DQN hyperparameters, plus the Rainbow-style parts."""
+
+    env_id: str = "CartPole-v1"
+    total_steps: int = 50_000
+    seed: int = 0
+    num_envs: int = 1
+    learning_rate: float = 2.3e-3
+    buffer_size: int = 100_000
+    batch_size: int = 64
+    gamma: float = 0.99
+    learning_starts: int = 1_000
+    train_freq: int = 256  # env steps between training phases
+    gradient_steps: int = 128  # gradient steps per training phase
+    target_update: int = 10  # env steps between hard target updates (tau == 1)
+    tau: float = 1.0  # 1: hard updates; < 1: Polyak averaging after every gradient step
+    exploration_fraction: float = 0.16
+    start_epsilon: float = 1.0
+    end_epsilon: float = 0.04
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    double: bool = True
+    dueling: bool = True
+    n_step: int = 1
+    max_grad_norm: float = 10.0
+    prioritized: bool = False
+    per_alpha: float = 0.6
+    per_beta: float = 0.4  # annealed linearly to 1 over the run
+    eval_every: int = 5_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 10_000
+    threads: int = 1
+
+
+class QNetwork(nn.Module):
+    """MLP trunk; a dueling head splits it into a state value and action advantages."""
+
+    def __init__(self, n_obs: int, n_actions: int, hidden: list[int], dueling: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for units in hidden:
+            layers += [nn.Linear(n_obs, units), nn.ReLU()]
+            n_obs = units
+        self.trunk = nn.Sequential(*layers)
+        self.advantage = nn.Linear(n_obs, n_actions)
+        self.value = nn.Linear(n_obs, 1) if dueling else None
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(obs)
+        a = self.advantage(h)
+        if self.value is None:
+            return a
+        return self.value(h) + a - a.mean(dim=1, keepdim=True)
+
+    def greedy_numpy(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A numpy copy for acting, where a torch call per env step would cost more than the
+        step itself. Refresh it whenever the weights change. With a dueling head the greedy
+        action is the advantage's argmax, so the value stream is not needed."""
+        linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.advantage]
+        weights = [
+            (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears
+        ]
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            h = obs
+            for w, b in weights[:-1]:
+                h = np.maximum(h @ w + b, 0.0)
+            return (h @ weights[-1][0] + weights[-1][1]).argmax(axis=-1)
+
+        return act
+
+
+def check_env(config: DQNConfig) -> None:
+    """DQN picks among discrete actions; refuse anything else before any worker starts."""
+    env = gym.make(config.env_id)
+    env.close()
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UserError(
+            f"--algo dqn needs a discrete action space; {config.env_id} has {env.action_space}"
+        )
+
+
+def make_envs(config: DQNConfig) -> gym.vector.VectorEnv:
+    return gym.make_vec(
+        config.env_id,
+        num_envs=config.num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+
+
+def build_network(config: DQNConfig, env: gym.Env | gym.vector.VectorEnv) -> QNetwork:
+    obs_space = getattr(env, "single_observation_space", env.observation_space)
+    act_space = getattr(env, "single_action_space", env.action_space)
+    return QNetwork(obs_size(obs_space), int(act_space.n), config.hidden, config.dueling)
+
+
+def train(
+    config: DQNConfig,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    on_metrics: Metrics | None = None,
+) -> RunResult:
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    envs = make_envs(config)
+    obs_space = envs.single_observation_space
+    q = build_network(config, envs)
+    target = build_network(config, envs)
+    target.load_state_dict(q.state_dict())
+    params = list(q.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, fused=True)
+    buffer_cls = PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
+    extra = {"alpha": config.per_alpha} if config.prioritized else {}
+    buffer = buffer_cls(
+        config.buffer_size,
+        config.num_envs,
+        (obs_size(obs_space),),
+        n_step=config.n_step,
+        gamma=config.gamma,
+        seed=config.seed,
+        **extra,
+    )
+    rng = np.random.default_rng(config.seed)  # exploration
+    tracker = EvalTracker(config.env_id)
+    step, gradient_steps, episodes = 0, 0, 0
+    log = on_metrics or (lambda metrics, step: None)
+
+    def snapshot() -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly (weights_only-loadable)."""
+        return {
+            "algo": "dqn",
+            "config": asdict(config),
+            "q": q.state_dict(),
+            "target": target.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "buffer": buffer.state_dict(),
+            "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "gradient_steps": gradient_steps,
+            "episodes": episodes,
+            "tracker": tracker.state_dict(),
+        }
+
+    if resume and checkpoint_dir and (path := latest_checkpoint(checkpoint_dir)):
+        state = torch.load(path, weights_only=True)
+        q.load_state_dict(state["q"])
+        target.load_state_dict(state["target"])
+        optimizer.load_state_dict(state["optimizer"])
+        buffer.load_state_dict(state["buffer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, gradient_steps, episodes = state["step"], state["gradient_steps"], state["episodes"]
+        tracker.load_state_dict(state["tracker"])
+
+    episode_return = np.zeros(config.num_envs)
+    started, steps_at_start, eval_seconds = time.perf_counter(), step, 0.0
+    act, target_stale = q.greedy_numpy(), True
+    losses: list[torch.Tensor] = []
+    while step < config.total_steps:
+        # A segment starts: checkpoint, then reset every env with a seed fixed by (seed, step).
+        if step % config.checkpoint_every < config.num_envs:
+            if checkpoint_dir and step > 0:
+                save_checkpoint(checkpoint_dir, step, snapshot())
+            buffer.mark_segment_end()
+            raw_obs, _ = envs.reset(
+                seed=[segment_seed(config.seed, step, i) for i in range(config.num_envs)]
+            )
+            obs = encode_obs(obs_space, raw_obs)
+            episode_return[:] = 0
+
+        # Act: epsilon-greedy on the online network.
+        epsilon = linear_schedule(
+            config.start_epsilon,
+            config.end_epsilon,
+            config.exploration_fraction * config.total_steps,
+            step,
+        )
+        explore = rng.random(config.num_envs) < epsilon
+        greedy = act(obs)
+        actions = np.where(
+            explore, rng.integers(envs.single_action_space.n, size=config.num_envs), greedy
+        )
+        raw_next, rewards, terminated, truncated, infos = envs.step(actions)
+        next_obs = encode_obs(obs_space, raw_next)
+        real_next = next_obs.copy()
+        if "final_obs" in infos:  # the true last observation of episodes that just ended
+            for i in np.flatnonzero(infos["_final_obs"]):
+                real_next[i] = encode_obs(obs_space, infos["final_obs"][i])
+        buffer.add(obs, real_next, actions, rewards, terminated, truncated)
+        obs = next_obs
+        step += config.num_envs
+
+        episode_return += rewards
+        for i in np.flatnonzero(terminated | truncated):
+            episodes += 1
+            log({"episodic_return": float(episode_return[i]), "epsilon": epsilon}, step)
+            episode_return[i] = 0
+
+        # Learn: a phase of gradient steps every train_freq env steps.
+        if step >= config.learning_starts and step % config.train_freq < config.num_envs:
+            beta = config.per_beta + (1 - config.per_beta) * min(1.0, step / config.total_steps)
+            for _ in range(config.gradient_steps):
+                batch = (
+                    buffer.sample(config.batch_size, beta)
+                    if config.prioritized
+                    else buffer.sample(config.batch_size)
+                )
+                q_taken, q_next_online = _q_values(q, batch, config.double)
+                with torch.no_grad():
+                    q_next_target = target(batch.next_obs)
+                    next_actions = (q_next_online if config.double else q_next_target).argmax(1)
+                    next_value = q_next_target.gather(1, next_actions[:, None]).squeeze(1)
+                    td_target = batch.returns + batch.discounts * next_value
+                elementwise = nn.functional.smooth_l1_loss(q_taken, td_target, reduction="none")
+                loss = (batch.weights * elementwise).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                _clip_gradients(params, config.max_grad_norm)
+                optimizer.step()
+                gradient_steps += 1
+                if config.prioritized:
+                    buffer.update_priorities(batch.flat_index, q_taken.detach() - td_target)
+                if config.tau < 1:
+                    _polyak(q, target, config.tau)
+                losses.append(loss.detach())
+            act, target_stale = q.greedy_numpy(), True
+            log(
+                {
+                    "loss": float(torch.stack(losses).mean()),
+                    "epsilon": epsilon,
+                    "sps": (step - steps_at_start) / (time.perf_counter() - started - eval_seconds),
+                },
+                step,
+            )
+            losses = []
+        if config.tau >= 1 and step % config.target_update < config.num_envs and target_stale:
+            _copy_weights(q, target)  # hard update; skipped while q has not changed since
+            target_stale = False
+
+        # Evaluate: greedy episodes on a separate environment.
+        if step % config.eval_every < config.num_envs or step >= config.total_steps:
+            eval_started = time.perf_counter()
+            mean, std = evaluate(act, config.env_id, config.eval_episodes, config.seed, step)
+            eval_seconds += time.perf_counter() - eval_started
+            tracker.record(mean, std, step)
+            log({"eval_return": mean, "eval_return_std": std}, step)
+
+    if checkpoint_dir:
+        save_checkpoint(checkpoint_dir, step, snapshot())
+    envs.close()
+    seconds = time.perf_counter() - started
+    return tracker.result(
+        steps=step,
+        episodes=episodes,
+        seconds=seconds,
+        steps_per_second=(step - steps_at_start) / (seconds - eval_seconds),
+    )
+
+
+def _q_values(q: QNetwork, batch, double: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Q(s, a) with gradients; with Double DQN also the online Q(s', .) from the same forward."""
+    if not double:
+        return q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1), None
+    both = q(torch.cat([batch.obs, batch.next_obs]))
+    taken = both[: len(batch.obs)].gather(1, batch.actions[:, None]).squeeze(1)
+    return taken, both[len(batch.obs) :].detach()
+
+
+def _clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
+    """Scale gradients down to ``max_norm`` when above it; unlike ``clip_grad_norm_`` no
+    multiply-by-one when below, which on the CPU costs as much as the optimizer step."""
+    total = nn.utils.get_total_norm([p.grad for p in params])
+    if total > max_norm:
+        nn.utils.clip_grads_with_norm_(params, max_norm, total)
+
+
+def _copy_weights(q: nn.Module, target: nn.Module) -> None:
+    with torch.no_grad():
+        for t, p in zip(target.parameters(), q.parameters(), strict=True):
+            t.copy_(p)
+
+
+def _polyak(q: nn.Module, target: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        for p, t in zip(q.parameters(), target.parameters(), strict=True):
+            t.lerp_(p, tau)
+
+
+def load_policy(state: dict[str, Any]) -> tuple[DQNConfig, Callable[[np.ndarray], int]]:
+    """A greedy policy from a checkpoint (for ``rl evaluate``)."""
+    config = DQNConfig(**state["config"])
+    env = gym.make(config.env_id)
+    q = build_network(config, env)
+    env.close()
+    q.load_state_dict(state["q"])
+    act = q.greedy_numpy()
+    return config, act

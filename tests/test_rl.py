@@ -1,0 +1,232 @@
+"""RL agents: learning beyond a random policy, exact resume from checkpoints, seeding."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rl import dqn, qlearning
+from rl.buffers import PrioritizedReplayBuffer, ReplayBuffer
+from rl.cli import main as rl_main
+from rl.common import evaluate, latest_checkpoint
+
+SMALL_DQN = dict(
+    total_steps=6_000,
+    learning_starts=500,
+    train_freq=64,
+    gradient_steps=32,
+    hidden=[64, 64],
+    eval_every=2_000,
+    eval_episodes=5,
+    checkpoint_every=2_000,
+    exploration_fraction=0.3,
+)
+
+
+def random_return(env_id: str, episodes: int = 20) -> float:
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    rng = np.random.default_rng(0)
+    return evaluate(lambda _: rng.integers(env.action_space.n), env_id, episodes, seed=0)[0]
+
+
+def test_dqn_learns_cartpole_beyond_random():
+    result = dqn.train(dqn.DQNConfig(seed=0, n_step=3, **SMALL_DQN))
+    assert result.best_eval_return > 5 * random_return("CartPole-v1")  # random: about 20
+    assert result.steps == 6_000 and result.steps_per_second > 0
+
+
+def test_dqn_with_prioritized_replay_and_polyak_learns():
+    config = dqn.DQNConfig(seed=1, prioritized=True, tau=0.05, num_envs=2, **SMALL_DQN)
+    result = dqn.train(config)
+    assert result.best_eval_return > 3 * random_return("CartPole-v1")
+
+
+def test_qlearning_learns_taxi_beyond_random():
+    result = qlearning.train(qlearning.QLearningConfig(episodes=3_000, seed=0, eval_every=1_000))
+    assert random_return("Taxi-v4") < -150
+    assert result.final_eval_return > 0
+
+
+@pytest.mark.parametrize("env_id", ["FrozenLake-v1", "CliffWalking-v1"])
+def test_qlearning_other_discrete_envs(env_id):
+    result = qlearning.train(
+        qlearning.QLearningConfig(
+            env_id=env_id, episodes=2_000, seed=0, eval_every=1_000, eval_episodes=20
+        )
+    )
+    assert result.best_eval_return > random_return(env_id)
+
+
+def _kill_after_first_checkpoint(algo: str, config, folder) -> None:
+    """Run training in a real process and SIGKILL it once its first checkpoint exists;
+    keep only that checkpoint, so the resume starts exactly there."""
+    fields = json.dumps(json.dumps(dataclasses.asdict(config)))
+    code = (
+        f"import json, pathlib; from rl import {algo} as m; "
+        f"m.train(m.{type(config).__name__}(**json.loads({fields})), pathlib.Path({str(folder)!r}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while not list(folder.glob("checkpoint-*.pt")) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, *later = sorted(folder.glob("checkpoint-*.pt"))
+    for path in later:
+        path.unlink()
+    assert not list(folder.glob("*.tmp"))  # atomic writes: no half-written checkpoint
+
+
+def test_dqn_killed_and_resumed_continues_identically(tmp_path):
+    """A run killed after a checkpoint and resumed ends exactly like the uninterrupted run."""
+    config = dqn.DQNConfig(seed=3, **dict(SMALL_DQN, total_steps=8_000, n_step=2, num_envs=2))
+    full = dqn.train(config, checkpoint_dir=tmp_path / "full")
+    _kill_after_first_checkpoint("dqn", config, tmp_path / "part")
+    resumed = dqn.train(config, tmp_path / "part", resume=True)
+    a = torch.load(latest_checkpoint(tmp_path / "full"), weights_only=True)
+    b = torch.load(latest_checkpoint(tmp_path / "part"), weights_only=True)
+    assert a["step"] == b["step"] == 8_000 and a["episodes"] == b["episodes"]
+    for key in a["q"]:
+        torch.testing.assert_close(a["q"][key], b["q"][key], rtol=0, atol=0)
+    assert (full.final_eval_return, full.steps_to_threshold) == (
+        resumed.final_eval_return,
+        resumed.steps_to_threshold,
+    )
+
+
+def test_qlearning_killed_and_resumed_continues_identically(tmp_path):
+    config = qlearning.QLearningConfig(
+        episodes=4_000, seed=2, eval_every=1_000, checkpoint_every=500
+    )
+    qlearning.train(config, tmp_path / "full")
+    _kill_after_first_checkpoint("qlearning", config, tmp_path / "part")
+    qlearning.train(config, tmp_path / "part", resume=True)
+    a = torch.load(latest_checkpoint(tmp_path / "full"), weights_only=True)
+    b = torch.load(latest_checkpoint(tmp_path / "part"), weights_only=True)
+    assert a["episode"] == b["episode"] == 4_000
+    assert torch.equal(a["q"], b["q"])
+
+
+def test_same_seed_reproduces_in_one_process():
+    config = dqn.DQNConfig(seed=5, **dict(SMALL_DQN, total_steps=2_500))
+    first, second = dqn.train(config), dqn.train(config)
+    other = dqn.train(dataclasses.replace(config, seed=6))
+    assert first.final_eval_return == second.final_eval_return
+    assert first.episodes == second.episodes
+    assert (first.final_eval_return, first.episodes) != (other.final_eval_return, other.episodes)
+
+
+def test_n_step_returns_stop_at_episode_end():
+    buffer = ReplayBuffer(16, num_envs=1, obs_shape=(1,), n_step=3, gamma=0.5)
+    rewards = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    for t, r in enumerate(rewards):
+        buffer.add(
+            np.array([[t]]),
+            np.array([[t + 1]]),
+            np.array([0]),
+            np.array([r]),
+            np.array([t == 1]),
+            np.array([False]),
+        )
+    assert buffer.ready_rows() == 4  # the newest two rows lack a full 3-step window
+    batch = buffer._gather(np.arange(4), np.zeros(4, np.int64), np.ones(4, np.float32))
+    # t=0: 1 + 0.5*2 and the episode terminates: no bootstrap; t=2: three rewards, then s_5
+    torch.testing.assert_close(batch.returns, torch.tensor([2.0, 2.0, 12.0, 24.0]))
+    torch.testing.assert_close(batch.discounts, torch.tensor([0.0, 0.0, 0.125, 0.125]))
+    torch.testing.assert_close(batch.next_obs[:, 0], torch.tensor([2.0, 2.0, 5.0, 6.0]))
+
+
+def test_prioritized_sampling_prefers_high_priority():
+    buffer = PrioritizedReplayBuffer(64, 1, (1,), seed=0, alpha=1.0)
+    for t in range(32):
+        buffer.add(
+            np.array([[t]]),
+            np.array([[t]]),
+            np.array([0]),
+            np.array([0.0]),
+            np.array([False]),
+            np.array([False]),
+        )
+    buffer.update_priorities(torch.arange(32), torch.full((32,), 0.01))
+    buffer.update_priorities(torch.tensor([7]), torch.tensor([100.0]))
+    batch = buffer.sample(256, beta=1.0)
+    assert (batch.flat_index == 7).float().mean() > 0.9
+    assert batch.weights[batch.flat_index == 7].max() < batch.weights.max() + 1e-6
+
+
+def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "rl.json"
+    code = rl_main(
+        [
+            "train",
+            "--env",
+            "CartPole-v1",
+            "--algo",
+            "dqn",
+            "--steps",
+            "3000",
+            "--seeds",
+            "2",
+            "--workers",
+            "2",
+            "--experiment",
+            "rl-test",
+            "--set",
+            "learning_starts=500",
+            "--set",
+            "hidden=[32,32]",
+            "--set",
+            "eval_every=1500",
+            "--set",
+            "checkpoint_every=1500",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert [s["seed"] for s in summary["seeds"]] == [0, 1]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(summary["tracking_uri"])
+    for row in summary["seeds"]:
+        assert {"final_eval_return", "steps_per_second", "steps_to_threshold"} <= set(row)
+        run = client.get_run(row["mlflow_run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]
+        assert client.get_metric_history(row["mlflow_run_id"], "episodic_return")
+        assert {"eval_return", "loss", "epsilon", "sps"} <= set(run.data.metrics)
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints" / "seed-1")
+    capsys.readouterr()
+    assert rl_main(["evaluate", "--checkpoint", str(checkpoint), "--episodes", "3"]) == 0
+    assert "mean return" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--env", "NoSuchEnv-v0"], "--env NoSuchEnv-v0"),
+        (
+            ["train", "--env", "CartPole-v1", "--algo", "qlearning", "--steps", "10"],
+            "needs discrete observations",
+        ),
+        (["train", "--env", "CartPole-v1", "--set", "colour=3"], "--set colour=3"),
+        (["evaluate", "--checkpoint", "missing.pt"], "file not found"),
+    ],
+)
+def test_rl_user_errors(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert rl_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
