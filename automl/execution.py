@@ -9,9 +9,9 @@ not re-read or re-compute features. Workers are reused between children
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +23,7 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher as TuneSearcher
 
-from automl import tracking
+from automl import faults, tracking
 from automl.data.dataset import Dataset
 from automl.search import SearchLoop
 from automl.train import TrainConfig, train_child
@@ -43,40 +43,57 @@ class Resources:
 
 
 @contextmanager
-def ray_session(resources: Resources) -> Iterator[None]:
-    """Join ``address`` or start a local Ray (dashboard off); stop it after if we started it."""
+def ray_session(resources: Resources) -> Iterator[str | None]:
+    """Join ``address`` or start a local Ray with its dashboard off; stop it after if we
+    started it. Yields the dashboard URL (None: no dashboard)."""
     if ray.is_initialized():
-        yield
+        yield None
         return
-    ray.init(
+    context = ray.init(
         address=resources.address,
         include_dashboard=False,
         logging_level=logging.ERROR,
         log_to_driver=False,
     )
     try:
-        yield
+        yield context.dashboard_url or None
     finally:
         ray.shutdown()
 
 
-def child_trainable(
-    config: dict[str, Any],
-    dataset: Dataset,
-    search_run: tracking.SearchRun | None,
-    train_config: TrainConfig,
-) -> None:
-    """Runs in a Ray worker: train one child, its epochs logged to its nested MLflow run."""
+@dataclass(frozen=True)
+class ChildContext:
+    """What every child needs besides its architecture; sent to the workers once."""
+
+    search_run: tracking.SearchRun | None
+    train_config: TrainConfig
+    faults: dict[int, str]
+    fault_dir: str
+
+
+def child_trainable(config: dict[str, Any], dataset: Dataset, context: ChildContext) -> None:
+    """Runs in a Ray worker: train one child, its epochs logged to its nested MLflow run.
+
+    A child that raises, hits a NaN loss or runs out of memory is reported as failed
+    (with its error) rather than raised, so the search goes on; only a dead worker
+    process reaches Tune as an error, and Tune retries it.
+    """
     trial, arch = config["trial"], config["architecture"]
     child = None
-    if search_run:
+    if context.search_run:
+        tracking.close_abandoned(context.search_run, trial)
         child = tracking.ChildRun(
-            search_run,
+            context.search_run,
             f"child-{trial:04d}",
             tracking.flatten("", arch),
-            {"automl.role": "child", "automl.trial": str(trial)},
+            {
+                "automl.role": "child",
+                "automl.trial": str(trial),
+                "automl.architecture": json.dumps(arch, sort_keys=True),
+            },
         )
         child.log_json(arch, "architecture.json")
+    run_id = child.run_id if child else None
 
     def on_epoch(stats) -> None:
         if child:
@@ -90,11 +107,16 @@ def child_trainable(
             )
 
     try:
-        result = train_child(arch, dataset, train_config, on_epoch)
-    except Exception as exc:
+        data = faults.inject(context.faults.get(trial), trial, dataset, context.fault_dir)
+        result = train_child(arch, data, context.train_config, on_epoch)
+    except Exception as exc:  # the child's own failure: recorded, and the search goes on
+        error = f"{type(exc).__name__}: {exc}"[:2000]
         if child:
-            child.fail(f"{type(exc).__name__}: {exc}")
-        raise
+            child.fail(error)
+        tune.report(
+            {METRIC: 0.0, "finished": True, "failed": True, "error": error, "mlflow_run_id": run_id}
+        )
+        return
     final = {
         METRIC: result.dev_uar,
         "n_params": result.n_params,
@@ -102,26 +124,32 @@ def child_trainable(
         "train_seconds": result.train_seconds,
         "latency_ms": result.latency_ms,
     }
-    if child:
-        child.finish(
-            final, {"weights.pt": result.state_dict, "architecture.json": result.architecture}
+    artifacts = {"weights.pt": result.state_dict, "architecture.json": result.architecture}
+    if child and not child.finish(final, artifacts):
+        tune.report(
+            {
+                METRIC: 0.0,
+                "finished": True,
+                "failed": True,
+                "mlflow_run_id": run_id,
+                "error": "abandoned: its search was resumed elsewhere",
+            }
         )
-    tune.report(
-        {
-            **final,
-            "epoch": result.epochs,
-            "mlflow_run_id": child.run_id if child else None,
-            "finished": True,
-        }
-    )
+        return
+    tune.report({**final, "epoch": result.epochs, "mlflow_run_id": run_id, "finished": True})
 
 
 class LoopSearcher(TuneSearcher):
     """Adapts a :class:`SearchLoop` to Tune's searcher interface."""
 
-    def __init__(self, loop: SearchLoop, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        loop: SearchLoop,
+        search_run: tracking.SearchRun | None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(metric=METRIC, mode="max")
-        self.loop, self.on_change = loop, on_change
+        self.loop, self.search_run, self.on_change = loop, search_run, on_change
         self.trials: dict[str, int] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -136,18 +164,27 @@ class LoopSearcher(TuneSearcher):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         trial = self.trials.pop(trial_id)
-        record = self.loop.records[trial]
+        record = self.loop.by_trial[trial]
         seconds = time.time() - record.started
-        run_id = (result or {}).get("mlflow_run_id")
-        if error or not result or not result.get("finished"):
+        result = result or {}
+        run_id = result.get("mlflow_run_id")
+        if error or not result.get("finished"):
+            if self.search_run:  # the dead worker could not close its run
+                tracking.close_abandoned(self.search_run, trial)
             self.loop.child_failed(
-                trial, "child raised an error (see its MLflow run)", seconds, run_id
+                trial, "the worker process died (retries exhausted)", seconds, run_id
             )
+        elif result.get("failed"):
+            self.loop.child_failed(trial, result["error"], seconds, run_id)
         else:
             self.loop.child_finished(
                 trial, float(result[METRIC]), seconds, run_id, int(result["n_params"])
             )
         self._changed()
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to add to Tune's checkpoint: the search saves its own state file
+        (``automl.runner``), which is what ``--resume`` reads."""
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its searcher for its own restore; the live loop stays in this process
@@ -163,22 +200,22 @@ def run_on_ray(
     loop: SearchLoop,
     dataset: Dataset,
     resources: Resources,
-    train_config: TrainConfig,
-    search_run: tracking.SearchRun | None,
-    storage: Path | None = None,
+    context: ChildContext,
+    storage: Path,
+    retries: int = 2,
     on_change: Callable[[], None] | None = None,
 ) -> None:
-    """Train the loop's children on Ray (inside :func:`ray_session`) until its budget is spent."""
+    """Train the loop's children on Ray (inside :func:`ray_session`) until its budget is spent.
+
+    A child whose worker dies is started again up to ``retries`` times."""
     trainable = tune.with_resources(
-        tune.with_parameters(
-            child_trainable, dataset=dataset, search_run=search_run, train_config=train_config
-        ),
+        tune.with_parameters(child_trainable, dataset=dataset, context=context),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=LoopSearcher(loop, on_change),
+            search_alg=LoopSearcher(loop, context.search_run, on_change),
             num_samples=loop.budget,
             max_concurrent_trials=resources.workers,
             reuse_actors=True,
@@ -186,8 +223,8 @@ def run_on_ray(
         run_config=tune.RunConfig(
             name=f"search-{int(time.time())}",
             verbose=0,
-            storage_path=str((storage or Path(tempfile.gettempdir()) / "automl-ray").resolve()),
-            failure_config=tune.FailureConfig(max_failures=0),
+            storage_path=str(storage.resolve()),
+            failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )

@@ -33,6 +33,7 @@ class TrialRecord:
     mlflow_run_id: str | None = None
     n_params: int | None = None
     error: str | None = None
+    adopted: bool = False  # finished after the driver died; the searcher never saw it
     started: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
@@ -59,6 +60,8 @@ class SearchLoop:
         self.failure_reward = failure_reward
         self.on_update = on_update
         self.records: list[TrialRecord] = []
+        self.by_trial: dict[int, TrialRecord] = {}
+        self.next_trial = 0
         self.finished: dict[str, TrialRecord] = {}  # key -> the record that trained it
         self.in_flight: dict[str, TrialRecord] = {}
         self.waiting: dict[str, list[TrialRecord]] = {}  # duplicates of an in-flight child
@@ -69,10 +72,8 @@ class SearchLoop:
         while len(self.records) < self.budget:
             proposal = self.searcher.ask()
             arch = self.space.to_architecture(proposal.values)
-            record = TrialRecord(
-                len(self.records), proposal.id, arch, arch_key(arch, *self.identity)
-            )
-            self.records.append(record)
+            record = TrialRecord(self.next_trial, proposal.id, arch, arch_key(arch, *self.identity))
+            self._add(record)
             if record.key in self.finished:
                 self._copy_result(record, self.finished[record.key])
             elif record.key in self.in_flight:
@@ -82,6 +83,39 @@ class SearchLoop:
                 return record
         return None
 
+    def _add(self, record: TrialRecord) -> None:
+        self.records.append(record)
+        self.by_trial[record.trial] = record
+        self.next_trial = max(self.next_trial, record.trial + 1)
+
+    def export(self) -> list[dict[str, Any]]:
+        """The settled trials, for the search's state file (in-flight ones are retrained)."""
+        return [asdict(r) for r in self.records if r.status != RUNNING]
+
+    def adopt(self, orphans: list[dict[str, Any]]) -> None:
+        """Keep children that finished while no driver listened (counted, not retrained)."""
+        self.restore(
+            [
+                {
+                    **o,
+                    "proposal_id": -1,
+                    "key": arch_key(o["architecture"], *self.identity),
+                    "status": DONE,
+                    "adopted": True,
+                }
+                for o in orphans
+            ]
+        )
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """Take back the settled trials of an interrupted search (the searcher restores itself)."""
+        for row in rows:
+            record = TrialRecord(**row)
+            self._add(record)
+            if record.status == DONE:
+                self.finished[record.key] = record
+        self.next_trial = max([self.next_trial, *(int(r["trial"]) + 1 for r in rows)])
+
     def child_finished(
         self,
         trial: int,
@@ -90,7 +124,7 @@ class SearchLoop:
         mlflow_run_id: str | None = None,
         n_params: int | None = None,
     ) -> None:
-        record = self.records[trial]
+        record = self.by_trial[trial]
         record.status, record.dev_uar, record.seconds = DONE, dev_uar, seconds
         record.mlflow_run_id, record.n_params = mlflow_run_id, n_params
         self._settle(record)
@@ -98,7 +132,7 @@ class SearchLoop:
     def child_failed(
         self, trial: int, error: str, seconds: float, mlflow_run_id: str | None = None
     ) -> None:
-        record = self.records[trial]
+        record = self.by_trial[trial]
         record.status, record.dev_uar, record.seconds = FAILED, self.failure_reward, seconds
         record.error, record.mlflow_run_id = error, mlflow_run_id
         self._settle(record)

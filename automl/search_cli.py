@@ -41,7 +41,22 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
         "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
     )
     p.add_argument("--failure-reward", type=float, default=0.0, help="reward of a child that fails")
-    p.add_argument("--storage", help="folder for Ray Tune's trial records (default: a temp folder)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="times a child is restarted when its worker process dies (default 2)",
+    )
+    p.add_argument(
+        "--storage",
+        default="automl-runs",
+        help="folder for the search's state and Ray's records (default: ./automl-runs)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted search of --experiment from its saved state",
+    )
     p.add_argument("--json", help="write the summary here")
     p.set_defaults(func=cmd_search)
 

@@ -120,6 +120,47 @@ def start_parent(uri: str, experiment: str, run_name: str, params: dict[str, Any
     return SearchRun(uri, experiment_id, run.info.run_id)
 
 
+def reopen(search: SearchRun) -> None:
+    """A resumed search writes into its old parent run again; children that were running
+    when it stopped are marked killed (they are trained again under new trial numbers)."""
+    _retry(lambda: _client(search.uri).update_run(search.parent_run_id, status="RUNNING"))
+    close_abandoned(search)
+
+
+def close_abandoned(search: SearchRun, trial: int | None = None) -> None:
+    """Mark RUNNING children (of one trial, or all) KILLED: their process died mid-way."""
+    client = _client(search.uri)
+    query = f"tags.`{PARENT_TAG}` = '{search.parent_run_id}' and attributes.status = 'RUNNING'"
+    if trial is not None:
+        query += f" and tags.`automl.trial` = '{trial}'"
+    for run in _retry(lambda: client.search_runs([search.experiment_id], query)):
+        _retry(lambda run=run: client.set_terminated(run.info.run_id, status="KILLED"))
+
+
+def orphans(search: SearchRun, known_trials: set[int]) -> list[dict[str, Any]]:
+    """Children that finished after their search's driver died: their runs say FINISHED but
+    the search never heard of them. Returned as trial records to adopt."""
+    client = _client(search.uri)
+    query = f"tags.`{PARENT_TAG}` = '{search.parent_run_id}' and attributes.status = 'FINISHED'"
+    found = []
+    for run in _retry(lambda: client.search_runs([search.experiment_id], query)):
+        tags, metrics = run.data.tags, run.data.metrics
+        trial = int(tags.get("automl.trial", -1))
+        if trial < 0 or trial in known_trials or "automl.architecture" not in tags:
+            continue
+        found.append(
+            {
+                "trial": trial,
+                "architecture": json.loads(tags["automl.architecture"]),
+                "dev_uar": metrics.get("dev_uar"),
+                "n_params": int(metrics.get("n_params", 0)),
+                "seconds": (run.info.end_time - run.info.start_time) / 1000,
+                "mlflow_run_id": run.info.run_id,
+            }
+        )
+    return found
+
+
 def log_search_metrics(search: SearchRun, metrics: dict[str, float], step: int) -> None:
     from mlflow.entities import Metric
 
@@ -189,10 +230,15 @@ class ChildRun:
             _retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
         self.flushed_at = time.monotonic()
 
-    def finish(self, metrics: dict[str, float], artifacts: dict[str, Any] | None = None) -> None:
-        """Final metrics; ``artifacts`` maps file names under ``model/`` to tensors or JSON."""
+    def finish(self, metrics: dict[str, float], artifacts: dict[str, Any] | None = None) -> bool:
+        """Final metrics; ``artifacts`` maps file names under ``model/`` to tensors or JSON.
+
+        Returns False, writing nothing, when the run was closed as KILLED meanwhile: its
+        search's driver died and a resumed search trains this child again."""
         from mlflow.entities import Metric
 
+        if _retry(lambda: self.client.get_run(self.run_id)).info.status == "KILLED":
+            return False
         self._flush()
         now = int(time.time() * 1000)
         final = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
@@ -206,6 +252,7 @@ class ChildRun:
                         torch.save(payload, Path(tmp, name))
                 _retry(lambda: self.client.log_artifacts(self.run_id, tmp, "model"))
         _retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
+        return True
 
     def fail(self, error: str) -> None:
         self._flush()

@@ -251,10 +251,11 @@ def train(
                     if config.prioritized
                     else buffer.sample(config.batch_size)
                 )
-                q_taken, q_next_online = _q_values(q, batch, config.double)
-                with torch.no_grad():
+                q_taken = q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+                with torch.no_grad():  # double DQN: the online net picks, the target rates
                     q_next_target = target(batch.next_obs)
-                    next_actions = (q_next_online if config.double else q_next_target).argmax(1)
+                    chooser = q(batch.next_obs) if config.double else q_next_target
+                    next_actions = chooser.argmax(1)
                     next_value = q_next_target.gather(1, next_actions[:, None]).squeeze(1)
                     td_target = batch.returns + batch.discounts * next_value
                 elementwise = nn.functional.smooth_l1_loss(q_taken, td_target, reduction="none")
@@ -301,15 +302,6 @@ def train(
         seconds=seconds,
         steps_per_second=(step - steps_at_start) / (seconds - eval_seconds),
     )
-
-
-def _q_values(q: QNetwork, batch, double: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Q(s, a) with gradients; with Double DQN also the online Q(s', .) from the same forward."""
-    if not double:
-        return q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1), None
-    both = q(torch.cat([batch.obs, batch.next_obs]))
-    taken = both[: len(batch.obs)].gather(1, batch.actions[:, None]).squeeze(1)
-    return taken, both[len(batch.obs) :].detach()
 
 
 def _clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:

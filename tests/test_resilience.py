@@ -1,0 +1,175 @@
+"""Failing children, killed workers, a killed driver, and safe defaults (real Ray, real MLflow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import torch
+from mlflow.tracking import MlflowClient
+
+from automl.cli import main
+
+LRS = ", ".join(f"{lr:.6f}" for lr in np.geomspace(1e-3, 1e-2, 300))
+# many distinct children (no duplicates among a few trials), each quick to train
+SPACE = f"""\
+family: rnn
+fixed: {{cell: gru, class_weighted: true}}
+choices: {{lr: [{LRS}]}}
+layers: {{count: 1, min: 1, units: [16], activation: [tanh]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+def _args(tmp_path: Path, trials: int, *extra: str, epochs: int = 1) -> list[str]:
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    return [
+        "search",
+        "--data",
+        "synth-cry",
+        "--space",
+        str(space),
+        "--searcher",
+        "random",
+        "--trials",
+        str(trials),
+        "--epochs",
+        str(epochs),
+        "--workers",
+        "2",
+        "--seed",
+        "0",
+        "--experiment",
+        "faults",
+        "--storage",
+        str(tmp_path / "runs"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--json",
+        str(tmp_path / "summary.json"),
+        *extra,
+    ]
+
+
+def _children(summary: dict) -> dict[str, object]:
+    client = MlflowClient(summary["tracking_uri"])
+    runs = client.search_runs(
+        [summary["experiment_id"]], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'"
+    )
+    return {run.info.run_id: run for run in runs}
+
+
+def test_failing_children_are_recorded_and_the_search_completes(tmp_path, local_ray, monkeypatch):
+    monkeypatch.setenv("AUTOML_FAULTS", "1:raise,2:nan,3:oom")
+    assert main(_args(tmp_path, 6, "--failure-reward", "0.05")) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    trials = {t["trial"]: t for t in summary["trials"]}
+    assert len(trials) == 6
+    expected = {1: "injected fault", 2: "loss became nan", 3: "allocate"}
+    runs = _children(summary)
+    for trial, message in expected.items():
+        t = trials[trial]
+        assert t["status"] == "failed" and t["dev_uar"] == 0.05
+        assert message in t["error"]
+        run = runs[t["mlflow_run_id"]]
+        assert run.info.status == "FAILED" and message in run.data.tags["automl.error"]
+    assert [trials[i]["status"] for i in (0, 4, 5)] == ["done"] * 3
+    state = torch.load(
+        MlflowClient(summary["tracking_uri"]).download_artifacts(
+            summary["parent_run_id"], "searcher_state.pt", str(tmp_path)
+        ),
+        weights_only=True,
+    )
+    assert state["n_told"] == 6  # failures were rewarded too
+
+
+def test_killed_worker_is_retried_then_counted_as_failed(tmp_path, local_ray, monkeypatch):
+    monkeypatch.setenv("AUTOML_FAULTS", "1:kill,2:killall")
+    assert main(_args(tmp_path, 4, "--retries", "1")) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    trials = {t["trial"]: t for t in summary["trials"]}
+    assert trials[1]["status"] == "done"  # killed once, retried, finished
+    assert trials[2]["status"] == "failed" and "worker process died" in trials[2]["error"]
+    statuses = sorted(r.info.status for r in _children(summary).values())
+    assert "RUNNING" not in statuses  # runs of killed attempts are closed as KILLED
+    assert statuses.count("KILLED") >= 2
+
+
+def test_unknown_fault_kind_is_a_user_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUTOML_FAULTS", "1:explode")
+    assert main(_args(tmp_path, 2)) == 2
+    assert "AUTOML_FAULTS=1:explode" in capsys.readouterr().err
+
+
+def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
+    """SIGKILL a real `automl search` part-way, then `--resume` it to the full budget."""
+    args = _args(
+        tmp_path, 8, "--searcher", "reinforce", "--space", str(tmp_path / "space.yaml"), epochs=6
+    )
+    args[args.index("--workers") + 1] = "1"
+    args = [a for a in args if a != "--json"]
+    args.remove(str(tmp_path / "summary.json"))
+    log = tmp_path / "killed-search.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "automl.cli", *args],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    state_file = tmp_path / "runs" / "faults" / "search_state.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if state_file.exists() and len(torch.load(state_file, weights_only=True)["records"]) >= 2:
+            break
+        assert proc.poll() is None, (
+            f"the search ended before it could be killed:\n{log.read_text()}"
+        )
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = torch.load(state_file, weights_only=True)
+    kept = {r["trial"]: r for r in before["records"]}
+    assert 2 <= len(kept) < 8
+
+    out = tmp_path / "resumed.json"
+    assert main([*args, "--resume", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["parent_run_id"] == before["search_run"]["parent_run_id"]
+    assert len(summary["trials"]) == 8
+    for t in summary["trials"]:
+        if t["trial"] in kept:  # finished before the kill: kept as they were
+            assert (t["status"], t["mlflow_run_id"]) == (
+                kept[t["trial"]]["status"],
+                kept[t["trial"]]["mlflow_run_id"],
+            )
+    runs = _children(summary)
+    finished = [r for r in runs.values() if r.info.status == "FINISHED"]
+    assert len(finished) == sum(t["status"] == "done" for t in summary["trials"])  # none twice
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs.values())
+    client = MlflowClient(summary["tracking_uri"])
+    assert client.get_run(summary["parent_run_id"]).info.status == "FINISHED"
+    after = torch.load(state_file, weights_only=True)
+    adopted = sum(t["adopted"] for t in summary["trials"])  # finished after the kill
+    assert after["searcher"]["n_told"] == 8 - adopted
+    assert after["searcher"]["updates"] == (8 - adopted) // 4  # state carried over the kill
+
+
+def test_resume_refuses_changed_options_and_missing_state(tmp_path, capsys):
+    assert main([*_args(tmp_path, 2), "--resume"]) == 2
+    assert "no search to resume" in capsys.readouterr().err
