@@ -14,8 +14,9 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
+	mkdir -p results
 	$(BIN)/automl search --data synth-cry --space search_spaces/seed_gru.yaml --searcher reinforce \
-		--trials 12 --epochs 8 --workers 2 --seed 0 --experiment demo --json results/demo.json
+		--trials 10 --epochs 5 --workers 2 --seed 0 --experiment demo --json results/demo.json
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

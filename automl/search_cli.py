@@ -101,10 +101,11 @@ class ProgressLine:
         self.task = self.bar.add_task("search", total=total, status="starting")
 
     def __enter__(self) -> ProgressLine:
-        self.bar.start()
-        return self
+        return self  # the line appears with the first child, after every check has passed
 
     def update(self, loop) -> None:
+        if not self.bar.live.is_started:
+            self.bar.start()
         best = loop.best()
         status = f"running {loop.running}" + (f"  best UAR {best.dev_uar:.4f}" if best else "")
         self.bar.update(self.task, completed=loop.completed, status=status)

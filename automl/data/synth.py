@@ -64,7 +64,7 @@ MOODS = {
 
 def default_root() -> Path:
     """Where built-in corpora and feature caches live: $AUTOML_CACHE or ~/.cache/automl."""
-    return Path(os.environ.get("AUTOML_CACHE", Path.home() / ".cache" / "automl"))
+    return Path(os.environ.get("AUTOML_CACHE") or Path.home() / ".cache" / "automl")
 
 
 def ensure_corpus(root: Path | None = None) -> Path:
