@@ -150,16 +150,21 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv: list[str] | None, prog: str) -> int:
+    """Parse and dispatch; a user's mistake becomes one line and exit code 2."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"automl: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("automl: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv, "automl")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from automl.cli import EXIT_USER_ERROR, check_writable, positive_int, write_json
+from automl.cli import check_writable, positive_int, run, write_json
 from automl.errors import UserError
 
 
@@ -138,12 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as exc:
-        print(f"rl: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    return run(build_parser(), argv, "rl")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+#: callback receiving (metrics, env step) while an agent trains
+Metrics = Callable[[dict[str, float], int], None]
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training ones
 
 

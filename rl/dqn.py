@@ -29,6 +29,7 @@ from automl.errors import UserError
 from rl.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rl.common import (
     EvalTracker,
+    Metrics,
     RunResult,
     encode_obs,
     evaluate,
@@ -38,8 +39,6 @@ from rl.common import (
     save_checkpoint,
     segment_seed,
 )
-
-Metrics = Callable[[dict[str, float], int], None]
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 from automl.errors import UserError
 from rl.common import (
     EvalTracker,
+    Metrics,
     RunResult,
     evaluate,
     latest_checkpoint,
@@ -27,8 +28,6 @@ from rl.common import (
     save_checkpoint,
     segment_seed,
 )
-
-Metrics = Callable[[dict[str, float], int], None]
 
 
 @dataclass
