@@ -57,11 +57,15 @@ def run_sb3(seed: int, steps: int) -> dict:
             super().__init__()
             self.seconds, self.best, self.solved_at = 0.0, float("-inf"), None
 
+        def _act(self, obs: np.ndarray) -> int:
+            return int(self.model.predict(obs, deterministic=True)[0])
+
         def _on_step(self) -> bool:
             if self.num_timesteps % EVAL_EVERY == 0:
                 started = time.perf_counter()
-                policy = lambda o: int(self.model.predict(o, deterministic=True)[0])  # noqa: E731
-                mean, _ = evaluate(policy, "CartPole-v1", EVAL_EPISODES, seed, self.num_timesteps)
+                mean, _ = evaluate(
+                    self._act, "CartPole-v1", EVAL_EPISODES, seed, self.num_timesteps
+                )
                 self.best = max(self.best, mean)
                 if self.solved_at is None and mean >= THRESHOLD:
                     self.solved_at = self.num_timesteps
