@@ -11,8 +11,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from automl import ray_cluster
 from automl.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -55,6 +56,14 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a wrong option is one line (``automl search: error: ...``) like
+    every other user error; ``--help`` still prints the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -70,7 +79,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="automl", description=__doc__.splitlines()[0])
+    parser = Parser(prog="automl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one child architecture and report its dev UAR")
@@ -107,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from automl.children import normalize
-    from automl.data import load_dataset
+    from automl.data.prepare import load_dataset
     from automl.train import TrainConfig, train_child
 
     arch = normalize(read_json_file(args.arch, "--arch"), where=str(args.arch))
@@ -144,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from automl.data import load_dataset
+    from automl.data.prepare import load_dataset
 
     print(json.dumps(load_dataset(args.data, args.frontend, args.task).summary(), indent=2))
     return 0
@@ -153,6 +162,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def run(parser: argparse.ArgumentParser, argv: list[str] | None, prog: str) -> int:
     """Parse and dispatch; a user's mistake becomes one line and exit code 2."""
     args = parser.parse_args(argv)
+    ray_cluster.prepare(getattr(args, "address", None))  # before any command imports Ray
     try:
         return args.func(args)
     except UserError as exc:

@@ -1,4 +1,4 @@
-"""Children on Ray Tune, and the only module that knows Ray.
+"""Children on Ray Tune (Ray itself is started or joined by :mod:`automl.ray_cluster`).
 
 The :class:`SearchLoop` becomes a Tune ``Searcher`` (suggest / on_trial_complete), so
 trials get Ray's scheduling, resources and fault handling. The prepared dataset goes
@@ -10,16 +10,13 @@ not re-read or re-compute features. Workers are reused between children
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray import tune
 from ray.tune.search import Searcher as TuneSearcher
 
@@ -40,25 +37,6 @@ class Resources:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     address: str | None = None  # an existing Ray cluster; None starts a local one
-
-
-@contextmanager
-def ray_session(resources: Resources) -> Iterator[str | None]:
-    """Join ``address`` or start a local Ray with its dashboard off; stop it after if we
-    started it. Yields the dashboard URL (None: no dashboard)."""
-    if ray.is_initialized():
-        yield None
-        return
-    context = ray.init(
-        address=resources.address,
-        include_dashboard=False,
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-    )
-    try:
-        yield context.dashboard_url or None
-    finally:
-        ray.shutdown()
 
 
 @dataclass(frozen=True)
@@ -205,7 +183,8 @@ def run_on_ray(
     retries: int = 2,
     on_change: Callable[[], None] | None = None,
 ) -> None:
-    """Train the loop's children on Ray (inside :func:`ray_session`) until its budget is spent.
+    """Train the loop's children on Ray until its budget is spent (inside
+    :func:`automl.ray_cluster.ray_session`).
 
     A child whose worker dies is started again up to ``retries`` times."""
     trainable = tune.with_resources(

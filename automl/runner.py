@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
-from automl import faults, tracking
+from automl import faults, ray_cluster, tracking
 from automl.cli import check_writable, write_json
-from automl.data import Dataset, load_dataset
+from automl.data.dataset import Dataset
+from automl.data.prepare import load_dataset
 from automl.errors import UserError
-from automl.execution import ChildContext, Resources, ray_session, run_on_ray
+from automl.execution import ChildContext, Resources, run_on_ray
 from automl.search import SearchLoop
 from automl.searchers import Searcher, make_searcher
 from automl.space import SearchSpace, load_space
@@ -79,6 +80,7 @@ def run_search(
     saved = _load_state(config) if config.resume else None
     uri = tracking.resolve_uri(config.tracking_uri)
     tracking.check_reachable(uri)
+    ray_cluster.check_address(config.address)
     dataset = load_dataset(config.data, config.frontend, config.task)
     if saved and saved["data_fingerprint"] != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
@@ -88,7 +90,7 @@ def run_search(
     with ThreadPoolExecutor(max_workers=1) as pool:
         # MLflow's first import and schema set-up take seconds: overlap them with Ray's start.
         pending = pool.submit(_open_parent, config, uri, space, dataset, saved)
-        with ray_session(config.resources):
+        with ray_cluster.ray_session(config.address):
             search_run = pending.result()
             loop = _make_loop(config, space, searcher, dataset, search_run)
             if saved:

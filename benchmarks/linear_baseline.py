@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from automl.data import Split, load_dataset
+from automl.data.dataset import Split
+from automl.data.prepare import load_dataset
 from automl.metrics import uar
 
 

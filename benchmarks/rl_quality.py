@@ -16,6 +16,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from automl import ray_cluster
 from rl.dqn import DQNConfig
 from rl.qlearning import QLearningConfig
 from rl.runner import run_seeds
@@ -45,6 +46,7 @@ TASKS = {
 
 
 def main() -> None:
+    ray_cluster.prepare(address=None)  # loopback, as the CLI's local Ray
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(TASKS))
     parser.add_argument("--seeds", type=int, default=5)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from automl.data import load_dataset
-from automl.runner import SearchConfig, run_search
+from automl import ray_cluster
+from automl.data.prepare import load_dataset
 
 
 class PeakMemory:
@@ -57,6 +57,8 @@ class PeakMemory:
 
 
 def measure(workers: int, children: int, epochs: int, folder: Path) -> dict:
+    from automl.runner import SearchConfig, run_search  # imports Ray: after prepare()
+
     config = SearchConfig(
         data="synth-cry",
         space="seed_gru",
@@ -79,6 +81,7 @@ def measure(workers: int, children: int, epochs: int, folder: Path) -> dict:
 
 
 def main() -> None:
+    ray_cluster.prepare(address=None)  # loopback, as the CLI's local Ray
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=3)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from automl.children import build_model, normalize
-from automl.data import load_dataset
+from automl.data.prepare import load_dataset
 from automl.train import Padded, TrainConfig, train_child
 
 ARCHS = {

@@ -9,7 +9,7 @@ truncated episodes bootstrap from their true final observation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -24,6 +24,11 @@ class Batch:
     discounts: torch.Tensor  # gamma**k, or 0 where the episode terminated inside the window
     flat_index: torch.Tensor  # for priority updates
     weights: torch.Tensor  # importance-sampling weights (ones for uniform sampling)
+
+    def split(self, size: int) -> list[Batch]:
+        """Consecutive batches of ``size`` rows (views, no copies)."""
+        columns = [getattr(self, f.name).split(size) for f in fields(self)]
+        return [Batch(*parts) for parts in zip(*columns, strict=True)]
 
 
 class ReplayBuffer:
@@ -82,6 +87,12 @@ class ReplayBuffer:
         """Map 0..ready_rows-1 to row indices, oldest first."""
         start = self.pos if self.full else 0
         return (start + offsets) % self.capacity
+
+    def sample_many(self, count: int, batch_size: int) -> list[Batch]:
+        """``count`` independent uniform batches in one gather: a training phase needs many,
+        and the buffer does not change between them (one numpy gather instead of
+        ``count`` saves about 0.1 ms per gradient step)."""
+        return self.sample(count * batch_size).split(batch_size)
 
     def sample(self, batch_size: int) -> Batch:
         rows = self._row_ids(self.rng.integers(self.ready_rows(), size=batch_size))

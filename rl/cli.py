@@ -8,12 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from automl.cli import check_writable, positive_int, run, write_json
+from automl.cli import Parser, check_writable, positive_int, run, write_json
 from automl.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rl", description=__doc__.splitlines()[0])
+    parser = Parser(prog="rl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train K seeds as parallel Ray trials, tracked in MLflow")
     train.add_argument("--env", required=True, help="Gymnasium id, e.g. CartPole-v1, Taxi-v4")

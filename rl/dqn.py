@@ -15,7 +15,7 @@ The cost is one truncated episode per environment and segment.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from automl.errors import UserError
-from rl.buffers import PrioritizedReplayBuffer, ReplayBuffer
+from rl.buffers import Batch, PrioritizedReplayBuffer, ReplayBuffer
 from rl.common import (
     EvalTracker,
     Metrics,
@@ -244,12 +244,7 @@ def train(
         # Learn: a phase of gradient steps every train_freq env steps.
         if step >= config.learning_starts and step % config.train_freq < config.num_envs:
             beta = config.per_beta + (1 - config.per_beta) * min(1.0, step / config.total_steps)
-            for _ in range(config.gradient_steps):
-                batch = (
-                    buffer.sample(config.batch_size, beta)
-                    if config.prioritized
-                    else buffer.sample(config.batch_size)
-                )
+            for batch in _phase_batches(buffer, config, beta):
                 q_taken = q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
                 with torch.no_grad():  # double DQN: the online net picks, the target rates
                     q_next_target = target(batch.next_obs)
@@ -301,6 +296,16 @@ def train(
         seconds=seconds,
         steps_per_second=(step - steps_at_start) / (seconds - eval_seconds),
     )
+
+
+def _phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Iterator[Batch]:
+    """The batches of one training phase. Uniform replay draws them all at once; prioritized
+    replay draws each after the previous step has updated the priorities."""
+    if isinstance(buffer, PrioritizedReplayBuffer):
+        for _ in range(config.gradient_steps):
+            yield buffer.sample(config.batch_size, beta)
+    else:
+        yield from buffer.sample_many(config.gradient_steps, config.batch_size)
 
 
 def _clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import tempfile
 import time
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automl import tracking
+from automl import ray_cluster, tracking
 from rl import dqn, qlearning
 
 
@@ -93,7 +92,6 @@ def run_seeds(
     address: str | None = None,
 ) -> dict[str, Any]:
     """Train every seed (``workers`` at once); returns the JSON summary."""
-    import ray
     from ray import tune
 
     ALGOS[algo].check_env(
@@ -101,62 +99,54 @@ def run_seeds(
     )  # a wrong environment is the user's error, not a worker's
     uri = tracking.resolve_uri(tracking_uri)
     tracking.check_reachable(uri)
+    ray_cluster.check_address(address)
     start = time.time()
-    parent = tracking.start_parent(
-        uri,
-        experiment,
-        f"rl-{algo}-{base['env_id']}",
-        {**base, "algo": algo, "seeds": seeds, "workers": workers},
-    )
     root = str(checkpoint_root.resolve()) if checkpoint_root else None
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
+    with ray_cluster.ray_session(address):
+        parent = tracking.start_parent(
+            uri,
+            experiment,
+            f"rl-{algo}-{base['env_id']}",
+            {**base, "algo": algo, "seeds": seeds, "workers": workers},
         )
-    status = "FAILED"
-    rows: list[dict[str, Any]] = []
-    try:
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                seed_trainable,
-                algo=algo,
-                base=base,
-                parent=parent,
-                checkpoint_root=root,
-                resume=resume,
-            ),
-            {"cpu": cpus_per_trial},
-        )
-        grid = tune.Tuner(
-            trainable,
-            param_space={"seed": tune.grid_search(seeds)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=workers, reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=f"rl-{int(time.time())}",
-                verbose=0,
-                storage_path=str(Path(tempfile.gettempdir()) / "automl-ray"),
-            ),
-        ).fit()
-        rows = [_row(result) for result in grid]
-        status = "FINISHED" if all(r["status"] == "done" for r in rows) else "FAILED"
-    finally:
-        summary = {
-            "algo": algo,
-            "env": base["env_id"],
-            "config": base,
-            "seeds": sorted(rows, key=lambda r: r["seed"]),
-            "parent_run_id": parent.parent_run_id,
-            "experiment_id": parent.experiment_id,
-            "tracking_uri": uri,
-            "wall_seconds": time.time() - start,
-        }
-        tracking.finish_search(parent, summary, status=status)
-        if started_ray:
-            ray.shutdown()
+        status = "FAILED"
+        rows: list[dict[str, Any]] = []
+        try:
+            trainable = tune.with_resources(
+                tune.with_parameters(
+                    seed_trainable,
+                    algo=algo,
+                    base=base,
+                    parent=parent,
+                    checkpoint_root=root,
+                    resume=resume,
+                ),
+                {"cpu": cpus_per_trial},
+            )
+            grid = tune.Tuner(
+                trainable,
+                param_space={"seed": tune.grid_search(seeds)},
+                tune_config=tune.TuneConfig(max_concurrent_trials=workers, reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name=f"rl-{int(time.time())}",
+                    verbose=0,
+                    storage_path=str(Path(tempfile.gettempdir()) / "automl-ray"),
+                ),
+            ).fit()
+            rows = [_row(result) for result in grid]
+            status = "FINISHED" if all(r["status"] == "done" for r in rows) else "FAILED"
+        finally:
+            summary = {
+                "algo": algo,
+                "env": base["env_id"],
+                "config": base,
+                "seeds": sorted(rows, key=lambda r: r["seed"]),
+                "parent_run_id": parent.parent_run_id,
+                "experiment_id": parent.experiment_id,
+                "tracking_uri": uri,
+                "wall_seconds": time.time() - start,
+            }
+            tracking.finish_search(parent, summary, status=status)
     return summary
 
 

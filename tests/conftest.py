@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+from automl import ray_cluster
+
+# The Ray these tests start listens on loopback, as the CLI's does (set before Ray loads).
+ray_cluster.prepare(address=None)
 
 RATE = 16000
 
@@ -51,6 +57,57 @@ def write_compare(
                 lines.append(f"{name}\t{label}")
     (root / "lab" / f"{task}.tsv").write_text("\n".join(lines) + "\n")
     return root
+
+
+#: (case for :func:`break_corpus`, regex the error message must contain)
+CORPUS_MISTAKES = [
+    ("missing-dir", "data directory not found"),
+    ("no-label-file", "no label file"),
+    ("wrong-columns", "expected tab-separated columns"),
+    ("wrong-delimiter", "comma-separated"),
+    ("duplicate", "duplicate file name 'train_001.wav'"),
+    ("label-missing-wav", "label for a missing wav: .*train_002.wav"),
+    ("wav-without-label", "wav without a label: .*train_999.wav"),
+    ("empty-partition", "partition 'devel' .* is empty"),
+    ("one-class", "only one class"),
+    ("class-absent-from-train", "class 'mid' .* absent from train"),
+]
+
+
+def break_corpus(root: Path, case: str) -> None:
+    """Make one of the mistakes a user can make in a corpus written by :func:`write_compare`."""
+    lab = root / "lab" / "toy.tsv"
+    if case == "missing-dir":
+        shutil.rmtree(root)
+    elif case == "no-label-file":
+        lab.unlink()
+    elif case == "wrong-columns":
+        lab.write_text(lab.read_text().replace("file_name\tlabel", "file\tclass"))
+    elif case == "wrong-delimiter":
+        lab.write_text(lab.read_text().replace("\t", ","))
+    elif case == "duplicate":
+        lab.write_text(lab.read_text() + "train_001.wav\tlow\n")
+    elif case == "label-missing-wav":
+        (root / "wav" / "train_002.wav").unlink()
+    elif case == "wav-without-label":
+        sf.write(root / "wav" / "train_999.wav", tone(300), RATE)
+    elif case == "empty-partition":
+        lab.write_text(
+            "\n".join(x for x in lab.read_text().splitlines() if not x.startswith("devel_"))
+        )
+        for wav in root.glob("wav/devel_*"):
+            wav.unlink()
+    elif case == "unreadable-wav":
+        (root / "wav" / "devel_003.wav").write_bytes(b"RIFF not really a wav")
+    elif case == "empty-wav":
+        sf.write(root / "wav" / "devel_003.wav", tone(300)[:0], RATE)
+    elif case == "one-class":
+        lab.write_text(lab.read_text().replace("\thigh", "\tlow"))
+    elif case == "class-absent-from-train":
+        lines = lab.read_text().splitlines()
+        lab.write_text("\n".join([*lines[:-1], lines[-1].split("\t")[0] + "\tmid"]) + "\n")
+    else:
+        raise ValueError(case)
 
 
 @pytest.fixture

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import RATE, tone
+from conftest import CORPUS_MISTAKES, RATE, break_corpus, tone
 
 from automl.cli import main
 from automl.data.corpus import load_compare
@@ -61,53 +60,10 @@ def test_several_tasks_need_task_option(compare_corpus):
     assert load_compare(root, task="other").name == "other"
 
 
-def _break(root: Path, case: str) -> None:
-    lab = root / "lab" / "toy.tsv"
-    if case == "missing-dir":
-        shutil.rmtree(root)
-    elif case == "no-label-file":
-        lab.unlink()
-    elif case == "wrong-columns":
-        lab.write_text(lab.read_text().replace("file_name\tlabel", "file\tclass"))
-    elif case == "wrong-delimiter":
-        lab.write_text(lab.read_text().replace("\t", ","))
-    elif case == "duplicate":
-        lab.write_text(lab.read_text() + "train_001.wav\tlow\n")
-    elif case == "label-missing-wav":
-        (root / "wav" / "train_002.wav").unlink()
-    elif case == "wav-without-label":
-        sf.write(root / "wav" / "train_999.wav", tone(300), RATE)
-    elif case == "empty-partition":
-        lab.write_text(
-            "\n".join(x for x in lab.read_text().splitlines() if not x.startswith("devel_"))
-        )
-        for wav in root.glob("wav/devel_*"):
-            wav.unlink()
-    elif case == "one-class":
-        lab.write_text(lab.read_text().replace("\thigh", "\tlow"))
-    elif case == "class-absent-from-train":
-        lines = lab.read_text().splitlines()
-        lab.write_text("\n".join([*lines[:-1], lines[-1].split("\t")[0] + "\tmid"]) + "\n")
-
-
-@pytest.mark.parametrize(
-    "case,message",
-    [
-        ("missing-dir", "data directory not found"),
-        ("no-label-file", "no label file"),
-        ("wrong-columns", "expected tab-separated columns"),
-        ("wrong-delimiter", "comma-separated"),
-        ("duplicate", "duplicate file name 'train_001.wav'"),
-        ("label-missing-wav", "label for a missing wav: .*train_002.wav"),
-        ("wav-without-label", "wav without a label: .*train_999.wav"),
-        ("empty-partition", "partition 'devel' .* is empty"),
-        ("one-class", "only one class"),
-        ("class-absent-from-train", "class 'mid' .* absent from train"),
-    ],
-)
+@pytest.mark.parametrize("case,message", CORPUS_MISTAKES)
 def test_bad_data_is_one_clear_error(compare_corpus, case, message):
     root = compare_corpus()
-    _break(root, case)
+    break_corpus(root, case)
     with pytest.raises(UserError, match=message):
         load_compare(root)
 

@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 from conftest import tone
 
-from automl.data import load_dataset, synth
+from automl.data import synth
 from automl.data.frontends import MFCC, LogMel, OpenSmile
+from automl.data.prepare import load_dataset
 from automl.errors import UserError
 
 

@@ -223,6 +223,7 @@ def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         ),
         (["train", "--env", "CartPole-v1", "--set", "colour=3"], "--set colour=3"),
         (["evaluate", "--checkpoint", "missing.pt"], "file not found"),
+        (["train", "--env", "CartPole-v1", "--address", "127.0.0.1:9"], "--address 127.0.0.1:9"),
     ],
 )
 def test_rl_user_errors(tmp_path, monkeypatch, capsys, argv, message):
@@ -230,3 +231,5 @@ def test_rl_user_errors(tmp_path, monkeypatch, capsys, argv, message):
     assert rl_main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing started, nothing left behind

@@ -186,6 +186,8 @@ def test_search_over_http_tracking_server(tmp_path, local_ray, mlflow_server):
         (["--space", "missing.yaml"], "--space missing.yaml: file not found"),
         (["--tracking-uri", "http://127.0.0.1:9"], "unreachable"),
         (["--json", "/nonexistent/out.json"], "does not exist"),
+        (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answers"),
+        (["--address", "headnode"], "--address headnode: expected HOST:PORT"),
     ],
 )
 def test_search_user_errors_exit_2_before_training(tmp_path, capsys, monkeypatch, argv, message):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import recall_score
 
 from automl.cli import main
-from automl.data import load_dataset
+from automl.data.prepare import load_dataset
 from automl.metrics import uar
 from automl.train import TrainConfig, train_child
 

@@ -1,5 +1,4 @@
-"""Corpora, frontends and the prepared dataset children train on."""
+"""Corpora, frontends and the prepared dataset children train on.
 
-from automl.data.dataset import Dataset, Split, load_dataset
-
-__all__ = ["Dataset", "Split", "load_dataset"]
+``dataset`` holds the numpy containers (all a Ray worker needs); ``prepare`` builds them
+from ``--data`` with the corpus readers and audio frontends."""

@@ -1,0 +1,149 @@
+"""Resolve ``--data`` into a normalised :class:`Dataset`: read the corpus, extract features
+once (cached on disk by audio content and frontend config), standardise on train only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from automl.data import corpus as corpus_mod
+from automl.data import frontends, synth
+from automl.data.dataset import Dataset, Split
+from automl.errors import UserError
+
+FEATURE_VERSION = 1  # bump when extraction changes, so old caches are not reused
+
+
+def load_dataset(
+    data: str, frontend: str = "mfcc", task: str | None = None, cache_dir: Path | None = None
+) -> Dataset:
+    """Resolve ``--data`` (``synth-cry``, ``digits``, ``compare:DIR``) into a normalised Dataset."""
+    if data == "digits":
+        return _normalise(_digits())
+    if data == synth.NAME:
+        return load_dataset(
+            f"compare:{synth.ensure_corpus()}", frontend, task or synth.NAME, cache_dir
+        )
+    if data.startswith("compare:"):
+        from_csv = frontend.startswith("csv:")
+        corpus = corpus_mod.load_compare(data.split(":", 1)[1], task, need_audio=not from_csv)
+        if from_csv:
+            raw = _from_csv(corpus, Path(frontend.split(":", 1)[1]))
+        else:
+            raw = _extract_cached(corpus, frontends.make_frontend(frontend), cache_dir)
+        return _normalise(raw)
+    raise UserError(f"unknown --data {data!r}; use synth-cry, digits or compare:DIR")
+
+
+def _extract_cached(
+    corpus: corpus_mod.Corpus, frontend: frontends.Frontend, cache_dir: Path | None
+) -> Dataset:
+    """Features are computed once per (corpus content, frontend config) and kept on disk."""
+    config = json.dumps({"frontend": frontend.config(), "version": FEATURE_VERSION}, sort_keys=True)
+    key = hashlib.sha256((corpus.fingerprint() + config).encode()).hexdigest()[:24]
+    cache = (cache_dir or synth.default_root() / "features") / f"{corpus.name}-{key}.npz"
+    if cache.is_file():
+        return _read_npz(cache, corpus.name, key)
+    splits = {}
+    for part, items in corpus.partitions.items():
+        if not items:
+            continue
+        seqs = [_at_least_one_frame(frontend.extract(corpus.wav_dir / i.name)) for i in items]
+        splits[part] = Split.from_sequences(
+            seqs, _label_ids(corpus, items), [i.name for i in items]
+        )
+    dataset = Dataset(corpus.name, corpus.classes, splits, key)
+    _write_npz(cache, dataset)
+    return dataset
+
+
+def _from_csv(corpus: corpus_mod.Corpus, path: Path) -> Dataset:
+    table = frontends.read_feature_csv(path)
+    key = hashlib.sha256(corpus.fingerprint(with_audio=False).encode())
+    key.update(path.read_bytes())
+    splits = {}
+    for part, items in corpus.partitions.items():
+        if not items:
+            continue
+        missing = [i.name for i in items if i.name not in table]
+        if missing:
+            raise UserError(
+                f"feature file {path} has no rows for {len(missing)} files, e.g. {missing[0]}"
+            )
+        seqs = [table[i.name] for i in items]
+        splits[part] = Split.from_sequences(
+            seqs, _label_ids(corpus, items), [i.name for i in items]
+        )
+    return Dataset(corpus.name, corpus.classes, splits, key.hexdigest()[:24])
+
+
+def _label_ids(corpus: corpus_mod.Corpus, items: list[corpus_mod.Item]) -> list[int]:
+    index = {c: k for k, c in enumerate(corpus.classes)}
+    return [index[i.label] if i.label is not None else -1 for i in items]
+
+
+def _at_least_one_frame(x: np.ndarray) -> np.ndarray:
+    return x if len(x) else np.zeros((1, x.shape[1]), np.float32)
+
+
+def _normalise(raw: Dataset) -> Dataset:
+    """Standardise every feature with mean/std fit on train frames only (no dev leakage)."""
+    train = raw.splits["train"].frames
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std[std < 1e-8] = 1.0
+    splits = {
+        part: Split(((s.frames - mean) / std).astype(np.float32), s.offsets, s.labels, s.names)
+        for part, s in raw.splits.items()
+    }
+    return Dataset(raw.name, raw.classes, splits, raw.fingerprint)
+
+
+def _write_npz(path: Path, ds: Dataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"classes": np.asarray(ds.classes, dtype=str)}
+    for part, s in ds.splits.items():
+        arrays.update(
+            {
+                f"{part}.frames": s.frames,
+                f"{part}.offsets": s.offsets,
+                f"{part}.labels": s.labels,
+                f"{part}.names": s.names,
+            }
+        )
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _read_npz(path: Path, name: str, key: str) -> Dataset:
+    with np.load(path, allow_pickle=False) as z:
+        parts = sorted({k.split(".")[0] for k in z.files if "." in k})
+        splits = {
+            p: Split(z[f"{p}.frames"], z[f"{p}.offsets"], z[f"{p}.labels"], z[f"{p}.names"])
+            for p in parts
+        }
+        return Dataset(name, [str(c) for c in z["classes"]], splits, key)
+
+
+def _digits() -> Dataset:
+    """scikit-learn's bundled 8x8 digits as 8-step sequences of 8 pixels; 60/20/20 stratified."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    idx = np.arange(len(images))
+    train, rest = train_test_split(idx, test_size=0.4, stratify=bunch.target, random_state=0)
+    devel, test = train_test_split(rest, test_size=0.5, stratify=bunch.target[rest], random_state=0)
+    splits = {
+        part: Split.from_sequences(
+            [images[i] for i in ids], bunch.target[ids].tolist(), [f"{part}_{i:04d}" for i in ids]
+        )
+        for part, ids in (("train", train), ("devel", devel), ("test", test))
+    }
+    return Dataset("digits", [str(c) for c in bunch.target_names], splits, "digits-v1")

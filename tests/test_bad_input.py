@@ -1,0 +1,142 @@
+"""Every bad input a user can give ``automl search``: one line naming the problem and the
+file or option, exit code 2, no traceback, and nothing left behind that breaks the next run.
+
+Each case runs the real command in an empty working directory; afterwards that directory
+and the feature cache must hold nothing new (no tracking database, no run folders, no
+half-written files).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS_MISTAKES, break_corpus, write_compare
+
+from automl.cli import main
+
+GOOD_SPACE = "family: rnn\nlayers: {count: 1, units: [8]}\n"
+
+
+def _files(folder: Path) -> set[Path]:
+    return {p.relative_to(folder) for p in folder.rglob("*")}
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = int(exit_.code or 0)
+    return code, capsys.readouterr().err
+
+
+def _assert_clean_failure(code: int, err: str, message: str) -> None:
+    assert code == 2, err
+    assert message in err, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current directory (where mlflow.db and automl-runs/ would be created)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def _search_args(corpus: Path, space: Path, **options: str) -> list[str]:
+    args = {
+        "--data": f"compare:{corpus}",
+        "--space": str(space),
+        "--searcher": "random",
+        "--trials": "2",
+        "--epochs": "1",
+        **options,
+    }
+    return ["search", *(x for kv in args.items() for x in kv)]
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        *CORPUS_MISTAKES,
+        ("unreadable-wav", "devel_003.wav"),
+        ("empty-wav", "devel_003.wav"),
+    ],
+)
+def test_bad_corpus(tmp_path, workdir, automl_cache, capsys, case, message):
+    corpus = write_compare(tmp_path / "corpus")
+    break_corpus(corpus, case)
+    space = tmp_path / "space.yaml"
+    space.write_text(GOOD_SPACE)
+    cache_before = _files(automl_cache)
+    code, err = _run(_search_args(corpus, space), capsys)
+    assert re.search(message, err), err
+    _assert_clean_failure(code, err, "")
+    assert _files(workdir) == set()
+    assert not [p for p in _files(automl_cache) - cache_before if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize(
+    "space_text,message",
+    [
+        ("family: rnn\nlayers: {count: 1, units: [8]}\ncolour: red\n", "unknown key"),
+        ("family: rnn\nlayers: {count: 1, units: []}\n", "empty choices"),
+        ("family: rnn\nlayers: {count: one, units: [8]}\n", "must be an integer"),
+        ("family: rnn\nlayers: [1, 2\n", "YAML syntax error"),
+    ],
+)
+def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):
+    corpus = write_compare(tmp_path / "corpus")
+    space = tmp_path / "space.yaml"
+    space.write_text(space_text)
+    code, err = _run(_search_args(corpus, space), capsys)
+    _assert_clean_failure(code, err, message)
+    assert str(space) in err
+    assert _files(workdir) == set()
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"--searcher": "bayes"}, "unknown --searcher 'bayes'"),
+        ({"--space": "no_such_space.yaml"}, "--space no_such_space.yaml: file not found"),
+        ({"--trials": "0"}, "argument --trials: expected a positive integer"),
+        ({"--epochs": "ten"}, "argument --epochs: expected a positive integer"),
+        ({"--tracking-uri": "http://127.0.0.1:9"}, "tracking server http://127.0.0.1:9"),
+        ({"--tracking-uri": "sqlite:////no/such/dir/m.db"}, "/no/such/dir"),
+        ({"--json": "/no/such/dir/out.json"}, "--json"),
+        ({"--storage": "/proc/automl-runs"}, "--storage /proc/automl-runs"),
+        ({"--address": "127.0.0.1:9"}, "--address 127.0.0.1:9"),
+    ],
+)
+def test_bad_option(tmp_path, workdir, capsys, options, message):
+    corpus = write_compare(tmp_path / "corpus")
+    space = tmp_path / "space.yaml"
+    space.write_text(GOOD_SPACE)
+    code, err = _run(_search_args(corpus, space, **options), capsys)
+    _assert_clean_failure(code, err, message)
+    assert _files(workdir) == set()
+
+
+def test_a_failed_search_leaves_nothing_that_breaks_the_next(tmp_path, workdir, capsys):
+    """Fail on a bad wav after the features of the good ones were computed, fix the wav,
+    run the same command again: it succeeds, in the same folder and the same cache."""
+    corpus = write_compare(tmp_path / "corpus")
+    wav = corpus / "wav" / "devel_003.wav"
+    good = wav.read_bytes()
+    space = tmp_path / "space.yaml"
+    space.write_text(GOOD_SPACE)
+    argv = _search_args(corpus, space, **{"--json": "out.json"})
+    break_corpus(corpus, "unreadable-wav")
+    code, err = _run(argv, capsys)
+    _assert_clean_failure(code, err, "devel_003.wav")
+    wav.write_bytes(good)
+    code, err = _run(argv, capsys)
+    assert code == 0, err
+    assert (workdir / "out.json").is_file() and (workdir / "mlflow.db").is_file()
+    assert os.listdir(workdir / "automl-runs")
