@@ -16,7 +16,9 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,46 +86,57 @@ def run_search(
     dataset = load_dataset(config.data, config.frontend, config.task)
     if saved and saved["data_fingerprint"] != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
-    _prepare_folder(config)
+    created = _prepare_folder(config)
 
     start = time.time() - (saved["wall_seconds"] if saved else 0.0)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # MLflow's first import and schema set-up take seconds: overlap them with Ray's start.
-        pending = pool.submit(_open_parent, config, uri, space, dataset, saved)
-        with ray_cluster.ray_session(config.address):
-            search_run = pending.result()
-            loop = _make_loop(config, space, searcher, dataset, search_run)
-            if saved:
-                searcher.load_state_dict(saved["searcher"])
-                loop.restore(saved["records"])
-                loop.adopt(tracking.orphans(search_run, set(loop.by_trial)))
+    open_parent = partial(_open_parent, config, uri, space, dataset, saved)
+    with ThreadPoolExecutor(max_workers=1) as pool, ExitStack() as session:
+        # A local Ray: MLflow's first import and schema set-up (seconds) overlap its start.
+        # Joining a cluster can still fail (no cluster at "auto"): join first, then open the
+        # parent run, so a failed join leaves nothing behind.
+        pending = pool.submit(open_parent) if config.address is None else None
+        try:
+            session.enter_context(ray_cluster.ray_session(config.address))
+        except UserError:
+            for folder in created:  # empty: nothing was written yet
+                folder.rmdir()
+            raise
+        search_run = pending.result() if pending else open_parent()
+        loop = _make_loop(config, space, searcher, dataset, search_run)
+        if saved:
+            searcher.load_state_dict(saved["searcher"])
+            loop.restore(saved["records"])
+            loop.adopt(tracking.orphans(search_run, set(loop.by_trial)))
 
-            def save_state() -> None:
-                _save_state(config, loop, searcher, search_run, dataset, time.time() - start)
+        def save_state() -> None:
+            _save_state(config, loop, searcher, search_run, dataset, time.time() - start)
 
-            context = ChildContext(search_run, _train_config(config), injected, faults.marker_dir())
-            status = "FAILED"
-            try:
-                run_on_ray(
-                    loop,
-                    dataset,
-                    config.resources,
-                    context,
-                    config.folder / "ray",
-                    config.retries,
-                    _on_change(loop, search_run, save_state, on_progress),
-                )
-                status = "FINISHED"
-            finally:
-                save_state()
-                summary = make_summary(config, loop, search_run, time.time() - start)
-                tracking.finish_search(search_run, summary, searcher.state_dict(), status)
-                if json_path:
-                    write_json(json_path, summary)
+        context = ChildContext(search_run, _train_config(config), injected, faults.marker_dir())
+        status = "FAILED"
+        try:
+            run_on_ray(
+                loop,
+                dataset,
+                config.resources,
+                context,
+                config.folder / "ray",
+                config.retries,
+                _on_change(loop, search_run, save_state, on_progress),
+            )
+            status = "FINISHED"
+        finally:
+            save_state()
+            summary = make_summary(config, loop, search_run, time.time() - start)
+            tracking.finish_search(search_run, summary, searcher.state_dict(), status)
+            if json_path:
+                write_json(json_path, summary)
     return summary
 
 
-def _prepare_folder(config: SearchConfig) -> None:
+def _prepare_folder(config: SearchConfig) -> list[Path]:
+    """Create the search's folder now, so an unusable ``--storage`` fails before any work.
+    Returns the folders this created, innermost first."""
+    missing = [p for p in (config.folder, *config.folder.parents) if not p.exists()]
     try:
         config.folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -132,6 +145,7 @@ def _prepare_folder(config: SearchConfig) -> None:
         ) from None
     if not os.access(config.folder, os.W_OK):
         raise UserError(f"--storage {config.storage}: {config.folder} is not writable")
+    return missing
 
 
 def _load_state(config: SearchConfig) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,19 @@ def test_a_failed_search_leaves_nothing_that_breaks_the_next(tmp_path, workdir, 
     assert code == 0, err
     assert (workdir / "out.json").is_file() and (workdir / "mlflow.db").is_file()
     assert os.listdir(workdir / "automl-runs")
+
+
+def test_address_auto_without_a_cluster_leaves_nothing(tmp_path, workdir):
+    """Ray itself finds no cluster at "auto" (only known once Ray tries): still one line,
+    exit 2, and no tracking database or run folder. In its own process, so no Ray that an
+    earlier test started in this one is joined instead."""
+    corpus = write_compare(tmp_path / "corpus")
+    space = tmp_path / "space.yaml"
+    space.write_text(GOOD_SPACE)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    argv = _search_args(corpus, space, **{"--address": "auto"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "automl.cli", *argv], env=env, capture_output=True, text=True
+    )
+    _assert_clean_failure(proc.returncode, proc.stderr, "--address auto: cannot join")
+    assert _files(workdir) == set()
