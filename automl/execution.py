@@ -36,7 +36,6 @@ class Resources:
     workers: int = 1  # children trained at once
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    address: str | None = None  # an existing Ray cluster; None starts a local one
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,15 +24,12 @@ CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 USAGE_STATS = "RAY_USAGE_STATS_ENABLED"
 
 
-def prepare(address: str | None) -> bool:
-    """Choose where a local Ray listens; call before anything imports Ray.
-
-    Returns False when Ray was imported already (its setting is then fixed for this
-    process), True otherwise. Settings already in the environment win."""
+def prepare(address: str | None) -> None:
+    """Choose where a local Ray listens; call before anything imports Ray (once Ray is
+    imported its setting is fixed for the process). Settings already in the environment win."""
     os.environ.setdefault(USAGE_STATS, "0")
     if address is None:
         os.environ.setdefault(CLUSTER_SWITCH, "0")
-    return "ray" not in sys.modules
 
 
 @contextmanager

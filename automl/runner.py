@@ -64,7 +64,7 @@ class SearchConfig:
 
     @property
     def resources(self) -> Resources:
-        return Resources(self.workers, self.cpus_per_trial, self.gpus_per_trial, self.address)
+        return Resources(self.workers, self.cpus_per_trial, self.gpus_per_trial)
 
     @property
     def folder(self) -> Path:
