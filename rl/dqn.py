@@ -253,7 +253,9 @@ def train(
                     next_value = q_next_target.gather(1, next_actions[:, None]).squeeze(1)
                     td_target = batch.returns + batch.discounts * next_value
                 elementwise = nn.functional.smooth_l1_loss(q_taken, td_target, reduction="none")
-                loss = (batch.weights * elementwise).mean()
+                if config.prioritized:  # importance weights; uniform replay's are all one
+                    elementwise = batch.weights * elementwise
+                loss = elementwise.mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 _clip_gradients(params, config.max_grad_norm)
