@@ -36,15 +36,13 @@ def prepare(address: str | None) -> None:
 def ray_session(address: str | None = None) -> Iterator[str | None]:
     """Join ``address`` or start a local Ray; stop it after if we started it.
 
-    Yields the dashboard URL (None: no dashboard). An unreachable ``address`` is a user
-    error raised within seconds (Ray itself retries for minutes)."""
+    Yields the dashboard URL (None: no dashboard). Callers run :func:`check_address`
+    first, before any other work: Ray itself retries an unreachable address for minutes."""
     import ray
 
     if ray.is_initialized():
         yield None
         return
-    if address:
-        check_address(address)
     try:
         context = ray.init(
             address=address,

@@ -99,6 +99,7 @@ def run_seeds(
     )  # a wrong environment is the user's error, not a worker's
     uri = tracking.resolve_uri(tracking_uri)
     tracking.check_reachable(uri)
+    ray_cluster.check_address(address)
     start = time.time()
     root = str(checkpoint_root.resolve()) if checkpoint_root else None
     with ray_cluster.ray_session(address):
