@@ -1,7 +1,8 @@
 """Run one search end to end: validate, prepare data, start tracking and Ray, drive the loop.
 
-Every check a user can fail (space file, searcher name, output path, tracking URI,
-data, fault spec) runs before Ray starts or any child trains, so mistakes cost seconds.
+Every check a user can fail (space file, searcher and its options, output path, tracking
+URI, data, fault spec, a saved state that does not fit) runs before Ray starts or any
+child trains, so mistakes cost seconds.
 
 The search keeps its state in ``STORAGE/EXPERIMENT/search_state.pt`` (settled
 children, searcher state, MLflow parent run), rewritten atomically after every child.
@@ -12,84 +13,58 @@ MLflow parent run is reused, and the search ends with exactly ``trials`` childre
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from automl import faults, ray_cluster, tracking
-from automl.cli import check_writable, write_json
 from automl.data.dataset import Dataset
-from automl.data.prepare import load_dataset
-from automl.errors import UserError
-from automl.execution import ChildContext, Resources, run_on_ray
+from automl.execution import METRIC, Resources, run_on_ray
 from automl.search import SearchLoop
-from automl.searchers import Searcher, make_searcher
+from automl.search_config import SearchConfig
+from automl.searchers import Searcher, searcher_class
 from automl.space import SearchSpace, load_space
 from automl.train import TrainConfig
+from runtime import ray_cluster, tracking
+from runtime.cli import build_config, parse_overrides
+from runtime.errors import UserError
+from runtime.faults import FaultPlan
+from runtime.files import atomic_write, check_writable, write_json
+from runtime.trial import TrialContext
 
 STATE_FILE = "search_state.pt"
-#: what must match for --resume to continue a search (trials may grow)
-RESUME_KEYS = ("data", "space", "searcher", "seed", "epochs", "frontend", "task")
-
-
-@dataclass
-class SearchConfig:
-    data: str
-    space: str
-    searcher: str = "reinforce"
-    trials: int = 20
-    epochs: int = 10
-    workers: int = 1
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    address: str | None = None
-    seed: int = 0
-    experiment: str = "automl"
-    tracking_uri: str | None = None
-    frontend: str = "mfcc"
-    task: str | None = None
-    failure_reward: float = 0.0
-    retries: int = 2
-    storage: str = "automl-runs"
-    resume: bool = False
-    json: str | None = None
-
-    @property
-    def resources(self) -> Resources:
-        return Resources(self.workers, self.cpus_per_trial, self.gpus_per_trial)
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.storage).resolve() / self.experiment
+#: what must match for --resume to continue a search (trials may grow); the searcher's
+#: own state checks its kind, its options and the space
+RESUME_KEYS = ("data", "seed", "epochs", "frontend", "task")
 
 
 def run_search(
     config: SearchConfig, on_progress: Callable[[SearchLoop], None] | None = None
 ) -> dict[str, Any]:
     """Run (or resume) the search; returns the JSON summary (also written to ``config.json``)."""
-    space = load_space(config.space)
-    searcher = make_searcher(config.searcher, space, config.seed)
+    space = _load_space(config)
+    searcher = _make_searcher(config, space)
     json_path = check_writable(Path(config.json), "--json") if config.json else None
-    injected = faults.parse(os.environ.get(faults.ENV))
-    saved = _load_state(config) if config.resume else None
+    faults = FaultPlan.from_env(config.folder)
+    saved = _load_state(config, searcher) if config.resume else None
     uri = tracking.resolve_uri(config.tracking_uri)
     tracking.check_reachable(uri)
     ray_cluster.check_address(config.address)
-    dataset = load_dataset(config.data, config.frontend, config.task)
+    dataset = config.load()
     if saved and saved["data_fingerprint"] != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
     created = _prepare_folder(config)
 
     start = time.time() - (saved["wall_seconds"] if saved else 0.0)
-    open_parent = partial(_open_parent, config, uri, space, dataset, saved)
+    open_parent = partial(_open_parent, config, uri, space, searcher, dataset, saved)
     with ThreadPoolExecutor(max_workers=1) as pool, ExitStack() as session:
         # A local Ray: MLflow's first import and schema set-up (seconds) overlap its start.
         # Joining a cluster can still fail (no cluster at "auto"): join first, then open the
@@ -101,36 +76,61 @@ def run_search(
             for folder in created:  # empty: nothing was written yet
                 folder.rmdir()
             raise
-        search_run = pending.result() if pending else open_parent()
-        loop = _make_loop(config, space, searcher, dataset, search_run)
+        parent = pending.result() if pending else open_parent()
+        loop = SearchLoop(
+            searcher,
+            space,
+            config.trials,
+            (dataset.fingerprint, config.seed),
+            lambda metrics, step: tracking.log_parent_metrics(parent, metrics, step),
+        )
         if saved:
-            searcher.load_state_dict(saved["searcher"])
             loop.restore(saved["records"])
-            loop.adopt(tracking.orphans(search_run, set(loop.by_trial)))
+            loop.adopt(_orphans(parent, set(loop.by_trial)))
 
         def save_state() -> None:
-            _save_state(config, loop, searcher, search_run, dataset, time.time() - start)
+            _save_state(config, loop, searcher, parent, dataset, time.time() - start)
 
-        context = ChildContext(search_run, _train_config(config), injected, faults.marker_dir())
+        context = TrialContext(parent, faults, placeholder={METRIC: 0.0})
+        train_config = TrainConfig(seed=config.seed, threads=max(1, int(config.cpus_per_trial)))
         status = "FAILED"
         try:
             run_on_ray(
                 loop,
                 dataset,
-                config.resources,
+                Resources(config.workers, config.cpus_per_trial, config.gpus_per_trial),
                 context,
+                train_config,
                 config.folder / "ray",
                 config.retries,
-                _on_change(loop, search_run, save_state, on_progress),
+                _on_change(loop, parent, save_state, on_progress),
             )
             status = "FINISHED"
         finally:
             save_state()
-            summary = make_summary(config, loop, search_run, time.time() - start)
-            tracking.finish_search(search_run, summary, searcher.state_dict(), status)
+            summary = make_summary(config, loop, parent, time.time() - start)
+            files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
+            tracking.finish_parent(parent, files, status)
             if json_path:
                 write_json(json_path, summary)
     return summary
+
+
+def _load_space(config: SearchConfig) -> SearchSpace:
+    """The space, with ``--epochs`` fixed in it, so every child's recorded hyperparameters
+    are the ones it trained with."""
+    space = load_space(config.space)
+    if config.epochs is None:
+        return space
+    if any(d.name == "epochs" for d in space.decisions):
+        raise UserError(f"--epochs: the space {config.space} searches over epochs itself")
+    return space.with_fixed(epochs=config.epochs)
+
+
+def _make_searcher(config: SearchConfig, space: SearchSpace) -> Searcher:
+    cls = searcher_class(config.searcher)
+    options = parse_overrides(cls.Config, config.searcher_opt, "--searcher-opt")
+    return cls(space, config.seed, build_config(cls.Config, options, "--searcher-opt"))
 
 
 def _prepare_folder(config: SearchConfig) -> list[Path]:
@@ -148,7 +148,9 @@ def _prepare_folder(config: SearchConfig) -> list[Path]:
     return missing
 
 
-def _load_state(config: SearchConfig) -> dict[str, Any]:
+def _load_state(config: SearchConfig, searcher: Searcher) -> dict[str, Any]:
+    """The saved search, checked against this one: options, then the searcher's own state
+    (its kind, its options, the space), which is loaded into ``searcher``."""
     path = config.folder / STATE_FILE
     if not path.is_file():
         raise UserError(f"--resume: no search to resume in {config.folder} (no {STATE_FILE})")
@@ -160,6 +162,10 @@ def _load_state(config: SearchConfig) -> dict[str, Any]:
     if changed:
         was = {k: saved["config"].get(k) for k in changed}
         raise UserError(f"--resume: options differ from the interrupted search: {was}")
+    try:
+        searcher.load_state_dict(saved["searcher"])
+    except UserError as exc:
+        raise UserError(f"--resume: {exc}") from None
     return saved
 
 
@@ -167,69 +173,71 @@ def _save_state(
     config: SearchConfig,
     loop: SearchLoop,
     searcher: Searcher,
-    search_run: tracking.SearchRun,
+    parent: tracking.ParentRun,
     dataset: Dataset,
     wall_seconds: float,
 ) -> None:
     """Atomic rewrite: a kill at any moment leaves the previous or the new state, never half."""
-    path = config.folder / STATE_FILE
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(
-        {
-            "config": asdict(config),
-            "records": loop.export(),
-            "searcher": searcher.state_dict(),
-            "search_run": asdict(search_run),
-            "data_fingerprint": dataset.fingerprint,
-            "wall_seconds": wall_seconds,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    state = {
+        "config": asdict(config),
+        "records": loop.export(),
+        "searcher": searcher.state_dict(),
+        "search_run": asdict(parent),
+        "data_fingerprint": dataset.fingerprint,
+        "wall_seconds": wall_seconds,
+    }
+    atomic_write(config.folder / STATE_FILE, lambda handle: torch.save(state, handle))
 
 
 def _open_parent(
     config: SearchConfig,
     uri: str,
     space: SearchSpace,
+    searcher: Searcher,
     dataset: Dataset,
     saved: dict[str, Any] | None,
-) -> tracking.SearchRun:
+) -> tracking.ParentRun:
     if saved:
-        search_run = tracking.SearchRun(**saved["search_run"])
-        tracking.reopen(search_run)
-        return search_run
+        parent = tracking.ParentRun(**saved["search_run"])
+        tracking.reopen(parent)
+        return parent
+    skip = ("json", "storage", "resume", "searcher_opt")
     params = {
-        **{k: v for k, v in asdict(config).items() if k not in ("json", "storage", "resume")},
+        **{k: v for k, v in asdict(config).items() if k not in skip},
+        **{f"searcher.{k}": v for k, v in asdict(searcher.config).items()},
         "space_decisions": len(space.decisions),
         "data_fingerprint": dataset.fingerprint,
     }
-    return tracking.start_parent(uri, config.experiment, f"search-{config.searcher}", params)
-
-
-def _train_config(config: SearchConfig) -> TrainConfig:
-    return TrainConfig(
-        epochs=config.epochs, seed=config.seed, threads=max(1, int(config.cpus_per_trial))
+    return tracking.start_parent(
+        uri, config.experiment, f"search-{config.searcher}", params, role="search"
     )
 
 
-def _make_loop(
-    config: SearchConfig,
-    space: SearchSpace,
-    searcher: Searcher,
-    dataset: Dataset,
-    search_run: tracking.SearchRun,
-) -> SearchLoop:
-    def on_update(metrics: dict[str, float], step: int) -> None:
-        tracking.log_search_metrics(search_run, metrics, step)
-
-    identity = (dataset.fingerprint, config.seed, config.epochs)
-    return SearchLoop(searcher, space, config.trials, identity, config.failure_reward, on_update)
+def _orphans(parent: tracking.ParentRun, known_trials: set[int]) -> list[dict[str, Any]]:
+    """Children that finished after their search's driver died: their runs say FINISHED but
+    the search never heard of them. Returned as trial records to adopt."""
+    found = []
+    for run in tracking.finished_children(parent):
+        tags, metrics = run.data.tags, run.data.metrics
+        trial = int(tags.get(tracking.TRIAL_TAG, -1))
+        if trial < 0 or trial in known_trials or "automl.architecture" not in tags:
+            continue
+        found.append(
+            {
+                "trial": trial,
+                "architecture": json.loads(tags["automl.architecture"]),
+                "dev_uar": metrics.get(METRIC),
+                "n_params": int(metrics.get("n_params", 0)),
+                "seconds": (run.info.end_time - run.info.start_time) / 1000,
+                "mlflow_run_id": run.info.run_id,
+            }
+        )
+    return found
 
 
 def _on_change(
     loop: SearchLoop,
-    search_run: tracking.SearchRun,
+    parent: tracking.ParentRun,
     save_state: Callable[[], None],
     on_progress: Callable[[SearchLoop], None] | None,
 ) -> Callable[[], None]:
@@ -245,7 +253,7 @@ def _on_change(
         best = loop.best()
         if best is not None and best.dev_uar > best_logged:
             best_logged = best.dev_uar
-            tracking.log_search_metrics(search_run, {"best_dev_uar": best.dev_uar}, loop.completed)
+            tracking.log_parent_metrics(parent, {"best_dev_uar": best.dev_uar}, loop.completed)
         if on_progress is not None:
             on_progress(loop)
 
@@ -253,11 +261,12 @@ def _on_change(
 
 
 def make_summary(
-    config: SearchConfig, loop: SearchLoop, search_run: tracking.SearchRun, wall_seconds: float
+    config: SearchConfig, loop: SearchLoop, parent: tracking.ParentRun, wall_seconds: float
 ) -> dict[str, Any]:
     best = loop.best()
     return {
         "searcher": config.searcher,
+        "searcher_options": asdict(loop.searcher.config),
         "space": config.space,
         "data": config.data,
         "seed": config.seed,
@@ -271,8 +280,8 @@ def make_summary(
             "dev_uar": best.dev_uar,
             "mlflow_run_id": best.mlflow_run_id,
         },
-        "parent_run_id": search_run.parent_run_id,
-        "experiment_id": search_run.experiment_id,
-        "tracking_uri": search_run.uri,
+        "parent_run_id": parent.parent_run_id,
+        "experiment_id": parent.experiment_id,
+        "tracking_uri": parent.uri,
         "wall_seconds": wall_seconds,
     }

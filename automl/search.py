@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from automl.children import arch_key
-from automl.searchers import Searcher
+from automl.searchers import Searcher, Status
 from automl.space import SearchSpace
 
 RUNNING, DONE, CACHED, FAILED = "running", "done", "cached", "failed"
@@ -52,12 +52,11 @@ class SearchLoop:
         space: SearchSpace,
         budget: int,
         identity: tuple[Any, ...],
-        failure_reward: float = 0.0,
         on_update: Callable[[dict[str, float], int], None] | None = None,
     ) -> None:
         self.searcher, self.space, self.budget = searcher, space, budget
-        self.identity = identity  # (data fingerprint, seed, epochs): what makes children identical
-        self.failure_reward = failure_reward
+        self.identity = identity  # (data fingerprint, seed): with the architecture, what
+        # makes two children identical (the architecture holds every hyperparameter)
         self.on_update = on_update
         self.records: list[TrialRecord] = []
         self.by_trial: dict[int, TrialRecord] = {}
@@ -133,7 +132,7 @@ class SearchLoop:
         self, trial: int, error: str, seconds: float, mlflow_run_id: str | None = None
     ) -> None:
         record = self.by_trial[trial]
-        record.status, record.dev_uar, record.seconds = FAILED, self.failure_reward, seconds
+        record.status, record.dev_uar, record.seconds = FAILED, None, seconds
         record.error, record.mlflow_run_id = error, mlflow_run_id
         self._settle(record)
 
@@ -156,7 +155,10 @@ class SearchLoop:
         self._tell(record)
 
     def _tell(self, record: TrialRecord) -> None:
-        metrics = self.searcher.tell(record.proposal_id, float(record.dev_uar))
+        if record.status == FAILED:
+            metrics = self.searcher.tell(record.proposal_id, None, Status.FAILED)
+        else:
+            metrics = self.searcher.tell(record.proposal_id, record.dev_uar)
         if metrics and self.on_update is not None:
             self.updates += 1
             self.on_update(metrics, self.updates)

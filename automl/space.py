@@ -17,6 +17,7 @@ an architecture is this module's job, so every searcher serves every space.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 
 from automl.children.arch import HPARAM_DEFAULTS, normalize
-from automl.errors import UserError
+from runtime.errors import UserError
 
 SPACE_KEYS = {"name", "description", "family", "fixed", "choices", "layers", "blocks"}
 BLOCK_KEY = {"rnn": "layers", "cnn": "blocks"}
@@ -89,6 +90,27 @@ class SearchSpace:
         raw[BLOCK_KEY[self.family]] = blocks
         raw["hparams"] = hparams
         return normalize(raw, where="architecture")
+
+    def decides(self, key: str) -> bool:
+        """Whether the space itself sets ``key`` (as a fixed value or a decision)."""
+        return key in self.fixed or any(d.name == key for d in self.decisions)
+
+    def with_fixed(self, **values: Any) -> SearchSpace:
+        """The space with more fixed values (``epochs`` given on the command line)."""
+        return dataclasses.replace(self, fixed={**self.fixed, **values})
+
+    def describe(self) -> dict[str, Any]:
+        """Everything that decides which children this space gives, as plain data (what a
+        searcher's saved state is fingerprinted with)."""
+        return {
+            "family": self.family,
+            "fixed": dict(sorted(self.fixed.items())),
+            "block_count": self.block_count,
+            "block_fixed": dict(sorted(self.block_fixed.items())),
+            "decisions": {
+                d.name: {"choices": list(d.choices), "gate": d.gate} for d in self.decisions
+            },
+        }
 
     def size(self) -> int:
         """Number of distinct assignments (an upper bound on distinct architectures)."""

@@ -19,6 +19,7 @@ from torch import nn
 from automl.children import build_model, count_parameters, normalize
 from automl.data.dataset import Dataset, Split
 from automl.metrics import uar
+from runtime.cli import option, positive_int
 
 EVAL_BATCH = 256
 LATENCY_SAMPLES = 10
@@ -28,10 +29,17 @@ LATENCY_SAMPLES = 10
 class TrainConfig:
     """How to train, as opposed to what (the architecture and its hyperparameters)."""
 
-    epochs: int | None = None  # overrides the architecture's own epochs when set
-    seed: int = 0
-    device: str = "auto"  # "auto": CUDA when visible, else CPU
-    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    epochs: int | None = field(
+        default=None,
+        metadata=option("override the architecture's epochs", type=positive_int),
+    )
+    seed: int = field(default=0, metadata=option("seed of the weights and shuffling", type=int))
+    device: str = field(
+        default="auto", metadata=option("auto (CUDA if visible), cpu, cuda, cuda:N")
+    )
+    threads: int | None = field(
+        default=None, metadata=option("torch CPU threads (default: torch's)", type=positive_int)
+    )
 
 
 @dataclass
@@ -116,7 +124,7 @@ def train_child(
     config = config or TrainConfig()
     arch = normalize(architecture)
     hp = arch["hparams"]
-    epochs = config.epochs or hp["epochs"]
+    hp["epochs"] = epochs = config.epochs or hp["epochs"]  # the result records what ran
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)

@@ -11,15 +11,14 @@ environment every 5k steps (every 500 episodes for Taxi).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
 
-from automl import ray_cluster
 from rl.dqn import DQNConfig
 from rl.qlearning import QLearningConfig
-from rl.runner import run_seeds
+from rl.runner import JobConfig, run_seeds
+from runtime import ray_cluster
 
 # rl-zoo's hyperparameters for the two DQN tasks; our defaults add double DQN and dueling.
 TASKS = {
@@ -58,15 +57,16 @@ def main() -> None:
         for env_id, (algo, config, target) in TASKS.items():
             if args.only and env_id != args.only:
                 continue
-            summary = run_seeds(
-                algo,
-                dataclasses.asdict(config),
-                list(range(args.seeds)),
-                args.workers,
-                "rl-quality",
-                f"sqlite:///{tmp}/mlflow.db",
-                None,
+            job = JobConfig(
+                env=env_id,
+                algo=algo,
+                seeds=args.seeds,
+                workers=args.workers,
+                experiment="rl-quality",
+                tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+                checkpoint_dir=f"{tmp}/checkpoints",
             )
+            summary = run_seeds(job, config)
             best = [s["best_eval_return"] for s in summary["seeds"]]
             reached = sum(b >= target for b in best)
             results[env_id] = {

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from automl import ray_cluster
 from automl.data.prepare import load_dataset
+from runtime import ray_cluster
 
 
 class PeakMemory:

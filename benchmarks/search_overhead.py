@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from automl import ray_cluster
 from automl.data.prepare import load_dataset
 from automl.train import TrainConfig, train_child
+from runtime import ray_cluster
 
 
 def write_space(folder: Path) -> Path:

@@ -3,44 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 from pathlib import Path
 
-from automl.cli import Parser, check_writable, positive_int, run, write_json
-from automl.errors import UserError
+from runtime.cli import Parser, add_options, from_args, positive_int, run
+from runtime.errors import UserError
+from runtime.files import check_writable, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rl.runner import JobConfig
+
     parser = Parser(prog="rl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train K seeds as parallel Ray trials, tracked in MLflow")
-    train.add_argument("--env", required=True, help="Gymnasium id, e.g. CartPole-v1, Taxi-v4")
-    train.add_argument("--algo", choices=("dqn", "qlearning"), default="dqn")
-    train.add_argument("--steps", type=positive_int, help="env steps per seed")
-    train.add_argument("--episodes", type=positive_int, help="episodes per seed (qlearning)")
-    train.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..K-1")
-    train.add_argument("--first-seed", type=int, default=0)
-    train.add_argument("--workers", type=positive_int, default=1, help="seeds trained at once")
-    train.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field (JSON value), e.g. --set n_step=3",
-    )
-    train.add_argument("--experiment", default="rl", help="MLflow experiment name")
-    train.add_argument("--tracking-uri", help="MLflow URI (default: sqlite:///mlflow.db)")
-    train.add_argument(
-        "--checkpoint-dir",
-        type=Path,
-        default=Path("checkpoints"),
-        help="per-seed checkpoints go to DIR/seed-N (default: ./checkpoints)",
-    )
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoints")
-    train.add_argument("--address", help="join this Ray cluster (default: local Ray)")
-    train.add_argument("--json", type=Path, help="write the summary here")
+    add_options(train, JobConfig)
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="play greedy episodes from a checkpoint")
@@ -51,56 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_config(args: argparse.Namespace) -> dict:
-    """The algorithm's config dataclass as a dict, with the command line's overrides."""
-    from rl.runner import ALGOS
-
-    config_cls = ALGOS[args.algo].config
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    values = dataclasses.asdict(config_cls(env_id=args.env))
-    if args.steps:
-        values["total_steps"] = args.steps
-    if args.episodes:
-        if "episodes" not in fields:
-            raise UserError("--episodes applies to --algo qlearning; use --steps for dqn")
-        values["episodes"] = args.episodes
-    for item in args.set:
-        key, _, text = item.partition("=")
-        if key not in fields or not text:
-            raise UserError(f"--set {item}: expected KEY=VALUE with KEY one of {sorted(fields)}")
-        try:
-            values[key] = json.loads(text)
-        except json.JSONDecodeError:
-            values[key] = text
-    return values
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
-    from rl.runner import run_seeds
+    from rl.runner import JobConfig, run_seeds
 
+    job = from_args(JobConfig, args)
     try:
-        gym.spec(args.env)
+        gym.spec(job.env)
     except gym.error.Error as exc:
-        raise UserError(f"--env {args.env}: {exc}") from None
-    base = make_config(args)
-    if args.json:
-        check_writable(args.json, "--json")
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    summary = run_seeds(
-        args.algo,
-        base,
-        seeds,
-        args.workers,
-        args.experiment,
-        args.tracking_uri,
-        args.checkpoint_dir,
-        args.resume,
-        address=args.address,
-    )
-    if args.json:
-        write_json(args.json, summary)
+        raise UserError(f"--env {job.env}: {exc}") from None
+    if job.json:
+        check_writable(Path(job.json), "--json")
+    summary = run_seeds(job)
+    if job.json:
+        write_json(Path(job.json), summary)
     print(f"{'seed':>4} {'eval return':>12} {'steps/s':>9} {'steps to threshold':>19}")
     for row in summary["seeds"]:
         if row["status"] != "done":

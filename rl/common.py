@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+
+from runtime.files import atomic_write
 
 #: callback receiving (metrics, env step) while an agent trains
 Metrics = Callable[[dict[str, float], int], None]
@@ -126,10 +127,7 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
     """Write atomically (a killed run never leaves half a file) and keep the newest ``keep``."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_path(folder, step)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    path = atomic_write(checkpoint_path(folder, step), lambda handle: torch.save(state, handle))
     for old in sorted(folder.glob("checkpoint-*.pt"))[:-keep]:
         old.unlink()
     return path

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from automl.errors import UserError
 from rl.buffers import Batch, PrioritizedReplayBuffer, ReplayBuffer
 from rl.common import (
     EvalTracker,
@@ -39,6 +38,7 @@ from rl.common import (
     save_checkpoint,
     segment_seed,
 )
+from runtime.errors import UserError
 
 
 @dataclass

@@ -17,7 +17,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from automl.errors import UserError
 from rl.common import (
     EvalTracker,
     Metrics,
@@ -28,6 +27,7 @@ from rl.common import (
     save_checkpoint,
     segment_seed,
 )
+from runtime.errors import UserError
 
 
 @dataclass

@@ -7,12 +7,16 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from automl import ray_cluster, tracking
 from rl import dqn, qlearning
+from runtime import ray_cluster, tracking
+from runtime.cli import build_config, option, overrides_option, parse_overrides, positive_int
+from runtime.errors import UserError
+from runtime.faults import FaultPlan
+from runtime.trial import ERROR, FAILED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 
 
 @dataclass(frozen=True)
@@ -30,84 +34,113 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
+@dataclass(kw_only=True)
+class JobConfig:
+    """``rl train``: which agent on which environment, how many seeds, where they run and log."""
+
+    env: str = field(metadata=option("Gymnasium id, e.g. CartPole-v1, Taxi-v4"))
+    algo: str = field(default="dqn", metadata=option("the agent", choices=list(ALGOS)))
+    steps: int | None = field(
+        default=None, metadata=option("env steps per seed", type=positive_int)
+    )
+    episodes: int | None = field(
+        default=None, metadata=option("episodes per seed (qlearning)", type=positive_int)
+    )
+    seeds: int = field(default=1, metadata=option("seeds first..first+K-1", type=positive_int))
+    first_seed: int = field(default=0, metadata=option("the first seed", type=int))
+    workers: int = field(default=1, metadata=option("seeds trained at once", type=positive_int))
+    overrides: list[str] = field(
+        default_factory=list,
+        metadata=overrides_option("set a field of the agent's config, e.g. n_step=3", "--set"),
+    )
+    experiment: str = field(default="rl", metadata=option("MLflow experiment name"))
+    tracking_uri: str | None = field(
+        default=None, metadata=option("MLflow URI (default: sqlite:///mlflow.db)")
+    )
+    checkpoint_dir: str = field(
+        default="checkpoints", metadata=option("per-seed checkpoints go to DIR/seed-N")
+    )
+    resume: bool = field(
+        default=False, metadata=option("continue from the checkpoints", action="store_true")
+    )
+    address: str | None = field(
+        default=None, metadata=option("join this Ray cluster (default: local Ray)")
+    )
+    cpus_per_trial: float = 1.0
+    json: str | None = field(default=None, metadata=option("write the summary here"))
+
+    def agent_config(self) -> Any:
+        """The algorithm's config for this job: defaults, then --steps/--episodes, then --set;
+        every value checked against its type here, in the driver."""
+        cls = ALGOS[self.algo].config
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {"env_id": self.env}
+        if self.steps:
+            values["total_steps"] = self.steps
+        if self.episodes:
+            if "episodes" not in names:
+                raise UserError("--episodes applies to --algo qlearning; use --steps for dqn")
+            values["episodes"] = self.episodes
+        values.update(parse_overrides(cls, self.overrides, "--set"))
+        return build_config(cls, values, "--set")
+
+
 def seed_trainable(
     config: dict[str, Any],
     algo: str,
     base: dict[str, Any],
-    parent: tracking.SearchRun | None,
+    context: TrialContext,
     checkpoint_root: str | None,
     resume: bool,
 ) -> None:
     """Runs in a Ray worker: one seed, its metrics streamed to its own MLflow run."""
-    from ray import tune
-
     run_config = ALGOS[algo].config(**{**base, "seed": config["seed"]})
-    run = None
-    if parent:
-        run = tracking.ChildRun(
-            parent,
-            f"seed-{run_config.seed}",
-            dataclasses.asdict(run_config),
-            {"automl.role": "rl-seed"},
-        )
     folder = Path(checkpoint_root) / f"seed-{run_config.seed}" if checkpoint_root else None
-    try:
-        result = ALGOS[algo].train(
-            run_config,
-            folder,
-            resume,
-            on_metrics=(lambda m, step: run.log_metrics(step, m)) if run else None,
-        )
-    except Exception as exc:
-        if run:
-            run.fail(f"{type(exc).__name__}: {exc}")
-        raise
-    metrics = {
-        k: v
-        for k, v in dataclasses.asdict(result).items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    if run:
-        run.finish(metrics)
-    tune.report(
-        {
-            **dataclasses.asdict(result),
-            "seed": run_config.seed,
-            "mlflow_run_id": run.run_id if run else None,
-            "checkpoint_dir": str(folder) if folder else None,
+
+    def work(trial: Trial) -> Outcome:
+        result = ALGOS[algo].train(run_config, folder, resume, on_metrics=_log_to(trial))
+        values = dataclasses.asdict(result)
+        metrics = {
+            k: v
+            for k, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
         }
+        report = {**values, "seed": run_config.seed, "checkpoint_dir": str(folder or "")}
+        return Outcome(metrics, report=report)
+
+    run_trial(
+        context,
+        run_config.seed,
+        f"seed-{run_config.seed}",
+        dataclasses.asdict(run_config),
+        {"automl.role": "rl-seed"},
+        work,
     )
 
 
-def run_seeds(
-    algo: str,
-    base: dict[str, Any],
-    seeds: list[int],
-    workers: int,
-    experiment: str,
-    tracking_uri: str | None,
-    checkpoint_root: Path | None,
-    resume: bool = False,
-    cpus_per_trial: float = 1.0,
-    address: str | None = None,
-) -> dict[str, Any]:
-    """Train every seed (``workers`` at once); returns the JSON summary."""
+def _log_to(trial: Trial) -> Callable[[dict[str, float], int], None]:
+    return lambda metrics, step: trial.log(step, metrics)
+
+
+def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
+    """Train every seed (``job.workers`` at once); returns the JSON summary. ``agent``: the
+    algorithm's config, when not the one the job's options describe."""
     from ray import tune
 
-    ALGOS[algo].check_env(
-        ALGOS[algo].config(**base)
-    )  # a wrong environment is the user's error, not a worker's
-    uri = tracking.resolve_uri(tracking_uri)
+    agent = agent or job.agent_config()
+    ALGOS[job.algo].check_env(agent)  # a wrong environment is the user's error, not a worker's
+    base = dataclasses.asdict(agent)
+    seeds = list(range(job.first_seed, job.first_seed + job.seeds))
+    root = Path(job.checkpoint_dir).resolve()
+    faults = FaultPlan.from_env(root, data_faults=False)
+    uri = tracking.resolve_uri(job.tracking_uri)
     tracking.check_reachable(uri)
-    ray_cluster.check_address(address)
+    ray_cluster.check_address(job.address)
     start = time.time()
-    root = str(checkpoint_root.resolve()) if checkpoint_root else None
-    with ray_cluster.ray_session(address):
+    with ray_cluster.ray_session(job.address):
+        params = {**base, "algo": job.algo, "seeds": seeds, "workers": job.workers}
         parent = tracking.start_parent(
-            uri,
-            experiment,
-            f"rl-{algo}-{base['env_id']}",
-            {**base, "algo": algo, "seeds": seeds, "workers": workers},
+            uri, job.experiment, f"rl-{job.algo}-{job.env}", params, role="rl"
         )
         status = "FAILED"
         rows: list[dict[str, Any]] = []
@@ -115,18 +148,18 @@ def run_seeds(
             trainable = tune.with_resources(
                 tune.with_parameters(
                     seed_trainable,
-                    algo=algo,
+                    algo=job.algo,
                     base=base,
-                    parent=parent,
-                    checkpoint_root=root,
-                    resume=resume,
+                    context=TrialContext(parent, faults),
+                    checkpoint_root=str(root),
+                    resume=job.resume,
                 ),
-                {"cpu": cpus_per_trial},
+                {"cpu": job.cpus_per_trial},
             )
             grid = tune.Tuner(
                 trainable,
                 param_space={"seed": tune.grid_search(seeds)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=workers, reuse_actors=True),
+                tune_config=tune.TuneConfig(max_concurrent_trials=job.workers, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=f"rl-{int(time.time())}",
                     verbose=0,
@@ -137,8 +170,8 @@ def run_seeds(
             status = "FINISHED" if all(r["status"] == "done" for r in rows) else "FAILED"
         finally:
             summary = {
-                "algo": algo,
-                "env": base["env_id"],
+                "algo": job.algo,
+                "env": job.env,
                 "config": base,
                 "seeds": sorted(rows, key=lambda r: r["seed"]),
                 "parent_run_id": parent.parent_run_id,
@@ -146,26 +179,25 @@ def run_seeds(
                 "tracking_uri": uri,
                 "wall_seconds": time.time() - start,
             }
-            tracking.finish_search(parent, summary, status=status)
+            tracking.finish_parent(parent, {"summary.json": summary}, status=status)
     return summary
 
 
 def _row(result) -> dict[str, Any]:
-    seed = result.config["seed"]
-    if result.error or not result.metrics.get("steps"):
-        return {"seed": seed, "status": "failed", "error": str(result.error)}
-    m = result.metrics
-    return {
-        "seed": seed,
-        "status": "done",
-        "final_eval_return": m["final_eval_return"],
-        "final_eval_std": m["final_eval_std"],
-        "best_eval_return": m["best_eval_return"],
-        "steps_per_second": m["steps_per_second"],
-        "steps_to_threshold": m["steps_to_threshold"],
-        "threshold": m["threshold"],
-        "steps": m["steps"],
-        "episodes": m["episodes"],
-        "mlflow_run_id": m["mlflow_run_id"],
-        "checkpoint_dir": m["checkpoint_dir"],
-    }
+    seed, m = result.config["seed"], result.metrics or {}
+    if result.error or m.get(FAILED) or not m.get("steps"):
+        error = str(m.get(ERROR) or result.error)
+        return {"seed": seed, "status": "failed", "error": error, "mlflow_run_id": m.get(RUN_ID)}
+    keys = (
+        "final_eval_return",
+        "final_eval_std",
+        "best_eval_return",
+        "steps_per_second",
+        "steps_to_threshold",
+        "threshold",
+        "steps",
+        "episodes",
+        "mlflow_run_id",
+        "checkpoint_dir",
+    )
+    return {"seed": seed, "status": "done", **{k: m[k] for k in keys}}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from automl import ray_cluster
+from runtime import ray_cluster
 
 # The Ray these tests start listens on loopback, as the CLI's does (set before Ray loads).
 ray_cluster.prepare(address=None)

@@ -114,6 +114,15 @@ def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):
         ({"--json": "/no/such/dir/out.json"}, "--json"),
         ({"--storage": "/proc/automl-runs"}, "--storage /proc/automl-runs"),
         ({"--address": "127.0.0.1:9"}, "--address 127.0.0.1:9"),
+        ({"--searcher-opt": "lr=0.1"}, "--searcher-opt lr=0.1: expected KEY=VALUE with KEY"),
+        (
+            {"--searcher": "reinforce", "--searcher-opt": "lr=fast"},
+            "--searcher-opt lr=fast: expected a number, got 'fast'",
+        ),
+        (
+            {"--searcher": "evolution", "--searcher-opt": "sample=50"},
+            "--searcher-opt: need 1 <= sample <= population",
+        ),
     ],
 )
 def test_bad_option(tmp_path, workdir, capsys, options, message):

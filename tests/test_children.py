@@ -9,7 +9,7 @@ from torch import nn
 from automl.children import build_model, normalize
 from automl.children.arch import arch_key
 from automl.children.rnn import ActivationCell
-from automl.errors import UserError
+from runtime.errors import UserError
 
 
 def test_short_form_is_accepted_and_defaults_filled():

@@ -10,7 +10,7 @@ from conftest import CORPUS_MISTAKES, RATE, break_corpus, tone
 
 from automl.cli import main
 from automl.data.corpus import load_compare
-from automl.errors import UserError
+from runtime.errors import UserError
 
 
 def test_reads_tsv_layout_with_partitions_and_classes(compare_corpus):

@@ -13,7 +13,7 @@ from conftest import tone
 from automl.data import synth
 from automl.data.frontends import MFCC, LogMel, OpenSmile
 from automl.data.prepare import load_dataset
-from automl.errors import UserError
+from runtime.errors import UserError
 
 
 def _cache_files(cache: Path) -> list[Path]:

@@ -76,7 +76,7 @@ def _children(summary: dict) -> dict[str, object]:
 
 def test_failing_children_are_recorded_and_the_search_completes(tmp_path, local_ray, monkeypatch):
     monkeypatch.setenv("AUTOML_FAULTS", "1:raise,2:nan,3:oom")
-    assert main(_args(tmp_path, 6, "--failure-reward", "0.05")) == 0
+    assert main(_args(tmp_path, 6)) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     trials = {t["trial"]: t for t in summary["trials"]}
     assert len(trials) == 6
@@ -84,7 +84,7 @@ def test_failing_children_are_recorded_and_the_search_completes(tmp_path, local_
     runs = _children(summary)
     for trial, message in expected.items():
         t = trials[trial]
-        assert t["status"] == "failed" and t["dev_uar"] == 0.05
+        assert t["status"] == "failed" and t["dev_uar"] is None  # a failure, not a number
         assert message in t["error"]
         run = runs[t["mlflow_run_id"]]
         assert run.info.status == "FAILED" and message in run.data.tags["automl.error"]
@@ -95,7 +95,7 @@ def test_failing_children_are_recorded_and_the_search_completes(tmp_path, local_
         ),
         weights_only=True,
     )
-    assert state["n_told"] == 6  # failures were rewarded too
+    assert state["n_told"] == 6 and state["n_failed"] == 3  # failures were told as failures
 
 
 def test_killed_worker_is_retried_then_counted_as_failed(tmp_path, local_ray, monkeypatch):
@@ -170,6 +170,29 @@ def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
     assert after["searcher"]["updates"] == (8 - adopted) // 4  # state carried over the kill
 
 
-def test_resume_refuses_changed_options_and_missing_state(tmp_path, capsys):
+def test_resume_refuses_changed_options_and_missing_state(tmp_path, local_ray, capsys):
     assert main([*_args(tmp_path, 2), "--resume"]) == 2
     assert "no search to resume" in capsys.readouterr().err
+    assert main(_args(tmp_path, 2)) == 0
+    capsys.readouterr()
+    space = tmp_path / "space.yaml"
+    refusals = [
+        (["--epochs", "3"], "options differ from the interrupted search: {'epochs': 1}"),
+        (["--searcher", "tpe"], "the saved state is of searcher 'random', not 'tpe'"),
+        (["--seed", "1"], "options differ from the interrupted search: {'seed': 0}"),
+    ]
+    for extra, message in refusals:
+        assert main([*_args(tmp_path, 3, *extra), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"--resume: {message}" in err and len(err.strip().splitlines()) == 1, err
+    # the space file edited in place: same path, other choices
+    args = [*_args(tmp_path, 3), "--resume"]
+    space.write_text(SPACE.replace("units: [16]", "units: [16, 32]"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--resume: the search space changed since the state was saved" in err
+    assert "block.0.units.choices: [16] -> [16, 32]" in err
+    space.write_text(SPACE)  # put back: the same search resumes to 3 children
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["trials"]) == 3

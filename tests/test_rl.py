@@ -213,6 +213,28 @@ def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     assert "mean return" in capsys.readouterr().out
 
 
+def test_a_failing_seed_is_recorded_as_failed_and_the_others_finish(tmp_path, monkeypatch):
+    """The same trial wrapper as a search's children: the failure is a FAILED run with its
+    error, the other seed finishes, the command says so with exit code 1."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOML_FAULTS", "1:raise")
+    small = ("learning_starts=200", "eval_every=600", "eval_episodes=2", "hidden=[16]")
+    argv = ["train", "--env", "CartPole-v1", "--steps", "600", "--seeds", "2", "--workers", "2"]
+    code = rl_main([*argv, *(x for s in small for x in ("--set", s)), "--json", "out.json"])
+    assert code == 1
+    summary = json.loads((tmp_path / "out.json").read_text())
+    done, failed = summary["seeds"]
+    assert done["status"] == "done" and failed["status"] == "failed"
+    assert "injected fault: trial 1 raises" in failed["error"]
+    client = MlflowClient(summary["tracking_uri"])
+    run = client.get_run(failed["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "injected fault" in run.data.tags["automl.error"]
+    assert client.get_run(done["mlflow_run_id"]).info.status == "FINISHED"
+    assert client.get_run(summary["parent_run_id"]).info.status == "FAILED"
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -222,6 +244,11 @@ def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
             "needs discrete observations",
         ),
         (["train", "--env", "CartPole-v1", "--set", "colour=3"], "--set colour=3"),
+        (
+            ["train", "--env", "CartPole-v1", "--set", "learning_rate=abc"],
+            "--set learning_rate=abc: expected a number",
+        ),
+        (["train", "--env", "CartPole-v1", "--set", "hidden=[64,'x']"], "expected a JSON list"),
         (["evaluate", "--checkpoint", "missing.pt"], "file not found"),
         (["train", "--env", "CartPole-v1", "--address", "127.0.0.1:9"], "--address 127.0.0.1:9"),
     ],

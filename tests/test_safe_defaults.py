@@ -15,9 +15,9 @@ import pytest
 import ray
 import torch
 
-from automl.errors import UserError
-from automl.ray_cluster import ray_session
 from automl.space import load_space
+from runtime.errors import UserError
+from runtime.ray_cluster import ray_session
 
 
 def test_local_ray_starts_without_dashboard_and_stops_after():

@@ -64,13 +64,17 @@ def _search(tmp_path: Path, *extra: str, trials: int = 6) -> tuple[int, dict]:
 
 def test_search_tracks_parent_and_nested_children(tmp_path, local_ray, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default tracking URI is ./mlflow.db
-    code, summary = _search(tmp_path, "--experiment", "e2e", "--searcher", "reinforce")
+    code, summary = _search(
+        tmp_path,
+        *("--experiment", "e2e", "--searcher", "reinforce", "--searcher-opt", "batch_size=2"),
+    )
     assert code == 0
     assert summary["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(summary["tracking_uri"])
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.params["searcher"] == "reinforce" and parent.data.params["trials"] == "6"
+    assert parent.data.params["searcher.batch_size"] == "2"
     assert {
         "controller/mean_reward",
         "controller/baseline",
@@ -95,6 +99,7 @@ def test_search_tracks_parent_and_nested_children(tmp_path, local_ray, monkeypat
         assert max(m.value for m in history) == pytest.approx(run.data.metrics["dev_uar"])
         assert {"train_loss", "n_params", "train_seconds"} <= set(run.data.metrics)
         assert run.data.params["family"] == "rnn" and "layers.0.units" in run.data.params
+        assert run.data.params["hparams.epochs"] == "2"  # what it trained with: --epochs 2
     best = summary["best"]
     assert best["dev_uar"] == max(t["dev_uar"] for t in trained)
     weights = Path(
@@ -109,7 +114,7 @@ def test_search_tracks_parent_and_nested_children(tmp_path, local_ray, monkeypat
     state_file = client.download_artifacts(parent.info.run_id, "searcher_state.pt", str(tmp_path))
     after = torch.load(state_file, weights_only=True)
     before = make_searcher("reinforce", load_space(tmp_path / "space.yaml"), 0).state_dict()
-    assert after["updates"] >= 1 and after["n_told"] == 6
+    assert after["updates"] == 3 and after["n_told"] == 6  # batches of 2, as asked
     assert any(not torch.equal(after["net"][k], before["net"][k]) for k in before["net"])
 
 

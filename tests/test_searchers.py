@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from automl.errors import UserError
 from automl.search import CACHED, DONE, SearchLoop
-from automl.searchers import SEARCHERS, make_searcher
+from automl.searchers import SEARCHERS, Status, make_searcher, searcher_class
 from automl.space import builtin_names, load_space, parse_space
+from runtime.cli import parse_overrides
+from runtime.errors import UserError
 
 
 def test_seed_gru_is_the_reference_space():
@@ -182,7 +184,123 @@ def test_loop_duplicate_of_an_in_flight_child_waits_for_it():
     assert loop.searcher.n_told == 3
 
 
-def test_command_line_lists_every_searcher():
-    from automl.search_cli import SEARCHER_NAMES
+def test_command_line_lists_every_searcher_from_the_registry(capsys):
+    from automl.cli import main
 
-    assert sorted(SEARCHER_NAMES) == sorted(SEARCHERS)
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    usage = capsys.readouterr().out
+    for name in SEARCHERS:
+        assert name in usage
+        assert searcher_class(name).name == name  # each entry loads the class it names
+
+
+# -- failure is a state each searcher interprets -----------------------------------------
+
+
+def _fail_first_then(searcher, n: int = 3):
+    """Ask n proposals; the first fails, the others score 0.5. Returns the failed one's values."""
+    proposals = [searcher.ask() for _ in range(n)]
+    searcher.tell(proposals[0].id, None, Status.FAILED)
+    for p in proposals[1:]:
+        searcher.tell(p.id, 0.5)
+    return proposals[0].values
+
+
+def test_tell_refuses_a_reward_that_contradicts_its_status():
+    searcher = make_searcher("random", load_space("seed_gru"), 0)
+    p, q = searcher.ask(), searcher.ask()
+    with pytest.raises(ValueError):
+        searcher.tell(p.id, None)  # a completed child needs its reward
+    with pytest.raises(ValueError):
+        searcher.tell(q.id, 0.0, Status.FAILED)  # a failure is not a number
+
+
+def test_tpe_records_a_failure_as_a_failed_trial_not_as_zero():
+    from optuna.trial import TrialState
+
+    searcher = make_searcher("tpe", load_space("seed_gru"), 0)
+    _fail_first_then(searcher)
+    states = [t.state for t in searcher.study.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert searcher.study.trials[0].value is None
+    restored = make_searcher("tpe", load_space("seed_gru"), 1)
+    restored.load_state_dict(searcher.state_dict())
+    assert [t.state for t in restored.study.trials] == states
+
+
+def test_evolution_leaves_a_failed_child_out_of_its_population():
+    searcher = make_searcher("evolution", load_space("seed_gru"), 0, population=4, sample=2)
+    failed = _fail_first_then(searcher)
+    assert len(searcher.population) == 2
+    assert all(values != failed for values, _ in searcher.population)
+    assert searcher.n_failed == 1 and searcher.best_reward == 0.5
+
+
+@pytest.mark.parametrize("failure_reward", [0.0, 0.25])
+def test_reinforce_learns_its_configured_failure_reward(failure_reward):
+    searcher = make_searcher(
+        "reinforce", load_space("seed_gru"), 0, batch_size=8, failure_reward=failure_reward
+    )
+    _fail_first_then(searcher)
+    assert [r for _, r in searcher.buffer] == [failure_reward, 0.5, 0.5]
+
+
+def test_random_search_counts_a_failure_and_nothing_else():
+    searcher = make_searcher("random", load_space("seed_gru"), 0)
+    _fail_first_then(searcher)
+    assert (searcher.n_told, searcher.n_failed, searcher.best_reward) == (3, 1, 0.5)
+
+
+# -- a saved state fits only the searcher, space and options it came from ----------------
+
+
+EDITED = {"family": "rnn", "layers": {"count": 2, "units": [8, 16], "activation": ["tanh"]}}
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_state_refuses_another_space(name):
+    space = parse_space(EDITED, "space")
+    saved = make_searcher(name, space, 0).state_dict()
+    edited = parse_space({**EDITED, "layers": {**EDITED["layers"], "units": [8, 32]}}, "space")
+    with pytest.raises(
+        UserError, match=r"space changed.*block.0.units.choices: \[8, 16\] -> \[8, 32\]"
+    ):
+        make_searcher(name, edited, 0).load_state_dict(saved)
+
+
+def test_state_refuses_another_searcher_and_other_options():
+    space = load_space("seed_gru")
+    saved = make_searcher("reinforce", space, 0, lr=0.01).state_dict()
+    with pytest.raises(UserError, match="state is of searcher 'reinforce', not 'evolution'"):
+        make_searcher("evolution", space, 0).load_state_dict(saved)
+    with pytest.raises(UserError, match=r"options differ.*lr: 0.01 -> 0.02"):
+        make_searcher("reinforce", space, 0, lr=0.02).load_state_dict(saved)
+
+
+# -- searcher options: typed, validated, defaults written once ---------------------------
+
+
+@pytest.mark.parametrize(
+    "name,items,message",
+    [
+        ("reinforce", ["lr=fast"], "--searcher-opt lr=fast: expected a number"),
+        ("reinforce", ["colour=red"], "KEY one of baseline_decay, batch_size"),
+        ("reinforce", ["batch_size=2.5"], "expected an integer"),
+        ("evolution", ["population"], "expected KEY=VALUE"),
+        ("random", ["lr=0.1"], "none: this config has no options"),
+    ],
+)
+def test_searcher_options_are_checked_against_the_typed_config(name, items, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_overrides(searcher_class(name).Config, items, "--searcher-opt")
+
+
+def test_searcher_options_parse_and_reach_the_searcher():
+    cls = searcher_class("evolution")
+    options = parse_overrides(cls.Config, ["population=6", "sample=2"], "--searcher-opt")
+    assert options == {"population": 6, "sample": 2}
+    searcher = make_searcher("evolution", load_space("seed_gru"), 0, **options)
+    assert (searcher.config.population, searcher.config.sample) == (6, 2)
+    with pytest.raises(UserError, match="sample <= population"):
+        make_searcher("evolution", load_space("seed_gru"), 0, population=2, sample=3)

@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from automl.errors import UserError
+from runtime.errors import UserError
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 CELLS = ("gru", "lstm")

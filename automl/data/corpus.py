@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from automl.errors import UserError
+from runtime.errors import UserError
 
 PARTITIONS = ("train", "devel", "test")
 CONFIDENTIAL_SUFFIX = "_confidential"

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from automl.errors import UserError
+from runtime.errors import UserError
 
 
 class Frontend(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +13,30 @@ import numpy as np
 from automl.data import corpus as corpus_mod
 from automl.data import frontends, synth
 from automl.data.dataset import Dataset, Split
-from automl.errors import UserError
+from runtime.cli import option
+from runtime.errors import UserError
+from runtime.files import atomic_write
 
 FEATURE_VERSION = 1  # bump when extraction changes, so old caches are not reused
+
+
+@dataclass(kw_only=True)
+class DataOptions:
+    """Which corpus and features: the options every ``automl`` command that trains shares."""
+
+    data: str = field(
+        metadata=option("synth-cry (built in), digits (built in) or compare:DIR (ComParE layout)")
+    )
+    task: str | None = field(
+        default=None, metadata=option("task name when DIR/lab holds several <task>.tsv files")
+    )
+    frontend: str = field(
+        default="mfcc",
+        metadata=option("mfcc, logmel, compare-lld, egemaps (opensmile extra) or csv:PATH"),
+    )
+
+    def load(self) -> Dataset:
+        return load_dataset(self.data, self.frontend, self.task)
 
 
 def load_dataset(
@@ -115,9 +136,7 @@ def _write_npz(path: Path, ds: Dataset) -> None:
                 f"{part}.names": s.names,
             }
         )
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def _read_npz(path: Path, name: str, key: str) -> Dataset:

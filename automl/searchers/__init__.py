@@ -1,26 +1,39 @@
-"""Searchers: ask/tell strategies over a :class:`~automl.space.SearchSpace`."""
+"""Searchers: ask/tell strategies over a :class:`~automl.space.SearchSpace`.
+
+``SEARCHERS`` is the registry: the command line takes its choices from it. Entries are
+imported when used (as Ray Tune's search algorithm registry does), so ``--help`` and the
+option checks need not import torch or Optuna.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from automl.errors import UserError
-from automl.searchers.base import Proposal, Searcher
-from automl.searchers.evolution import EvolutionSearcher
-from automl.searchers.random import RandomSearcher
-from automl.searchers.reinforce import ReinforceSearcher
-from automl.searchers.tpe import TPESearcher
+from automl.searchers.base import Proposal, Searcher, Status
 from automl.space import SearchSpace
+from runtime.cli import build_config
+from runtime.errors import UserError
 
-SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls for cls in (ReinforceSearcher, RandomSearcher, EvolutionSearcher, TPESearcher)
+SEARCHERS: dict[str, str] = {
+    "reinforce": "automl.searchers.reinforce:ReinforceSearcher",
+    "random": "automl.searchers.random:RandomSearcher",
+    "evolution": "automl.searchers.evolution:EvolutionSearcher",
+    "tpe": "automl.searchers.tpe:TPESearcher",
 }
 
 
-def make_searcher(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Searcher:
+def searcher_class(name: str) -> type[Searcher]:
     if name not in SEARCHERS:
         raise UserError(f"unknown --searcher {name!r}; choose from {sorted(SEARCHERS)}")
-    return SEARCHERS[name](space, seed, **options)
+    module, _, cls = SEARCHERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["SEARCHERS", "Proposal", "Searcher", "make_searcher"]
+def make_searcher(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Searcher:
+    """A searcher by registry name, its ``Config`` built from ``options``."""
+    cls = searcher_class(name)
+    return cls(space, seed, build_config(cls.Config, options, f"--searcher {name} options"))
+
+
+__all__ = ["SEARCHERS", "Proposal", "Searcher", "Status", "make_searcher", "searcher_class"]

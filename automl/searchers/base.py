@@ -1,21 +1,52 @@
-"""The searcher protocol: ask for a proposal, tell its reward, save and restore state.
+"""The searcher protocol: ask for a proposal, tell how it went, save and restore state.
 
-Like Optuna's samplers or Ray Tune's ``Searcher``, a searcher only decides: it knows
-neither Ray nor MLflow nor how children train. Proposals carry an id so rewards may
-come back in any order (children finish asynchronously). ``state_dict`` returns plain
-containers, numbers, strings and tensors, so ``torch.save`` writes it and
-``torch.load(weights_only=True)`` reads it back without unpickling code.
+The life of a proposal, which is all a new searcher's author needs to know:
+
+1. ``ask()`` returns a :class:`Proposal`: an id and one value per decision of the space.
+   The caller may ask again before telling (several children train at once).
+2. The caller evaluates it, and ``tell(id, ...)`` reports back, in any order:
+
+   * ``tell(id, reward)``: the child finished; ``reward`` is its dev UAR;
+   * ``tell(id, None, Status.FAILED)``: the child failed (an exception, a NaN loss, a
+     dead worker). A failure is not a number: each searcher decides what it means (TPE
+     marks the trial failed, evolution leaves it out of its population, the RL
+     searchers learn their configured ``failure_reward``, random search ignores it);
+   * ``tell(id, reward, Status.PARTIAL)``: the child was stopped early; ``reward`` is
+     the best it reached so far, an underestimate of what it would have reached.
+
+3. ``state_dict()`` / ``load_state_dict()`` save and restore everything (a resumed
+   search continues as if it never stopped). The state holds plain containers,
+   numbers, strings and tensors, so ``torch.save`` writes it and
+   ``torch.load(weights_only=True)`` reads it back without unpickling code. It carries a
+   fingerprint of the space and the searcher's options: a state refuses to load into a
+   searcher over another space, of another kind, or with other options.
+
+A subclass implements ``_propose`` and ``_observe``; its options are a dataclass named
+``Config`` (what ``--searcher-opt KEY=VALUE`` sets, with the defaults written there
+only); it extends ``state_dict``/``load_state_dict`` when it keeps more state. Like
+Optuna's samplers or Ray Tune's ``Searcher``, a searcher only decides: it knows neither
+Ray nor MLflow nor how children train.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
 
 import numpy as np
 
 from automl.space import SearchSpace
+from runtime.errors import UserError
+
+
+class Status(StrEnum):
+    COMPLETE = "complete"
+    FAILED = "failed"
+    PARTIAL = "partial"
 
 
 @dataclass(frozen=True)
@@ -26,39 +57,56 @@ class Proposal:
     values: dict[str, Any]
 
 
+@dataclass
+class NoOptions:
+    """The options of a searcher that has none."""
+
+
 class Searcher(ABC):
     """Base class: numbering of proposals and the bookkeeping every searcher shares."""
 
-    name: str = "base"
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type] = NoOptions
 
-    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, seed: int = 0, config: Any = None) -> None:
         self.space = space
         self.seed = seed
+        self.config = config if config is not None else self.Config()
         self.rng = np.random.default_rng(seed)
         self.next_id = 0
         self.pending: dict[int, dict[str, Any]] = {}
         self.best_reward = float("-inf")
         self.n_told = 0
+        self.n_failed = 0
 
     def ask(self) -> Proposal:
-        values = self._propose()
-        proposal = Proposal(self.next_id, values)
-        self.pending[proposal.id] = values
+        proposal = Proposal(self.next_id, self._propose())
+        self.pending[proposal.id] = proposal.values
         self.next_id += 1
         return proposal
 
-    def tell(self, proposal_id: int, reward: float) -> dict[str, float]:
-        """Record a reward; returns metrics worth logging (empty unless the searcher updated)."""
-        values = self.pending.pop(proposal_id)
+    def tell(
+        self, proposal_id: int, reward: float | None, status: Status = Status.COMPLETE
+    ) -> dict[str, float]:
+        """Report how a proposal went; returns metrics worth logging (empty unless the
+        searcher updated itself)."""
+        if (reward is None) != (status is Status.FAILED):
+            raise ValueError(f"a {status} proposal needs {'no' if reward is None else 'a'} reward")
+        proposal = Proposal(proposal_id, self.pending.pop(proposal_id))
         self.n_told += 1
-        self.best_reward = max(self.best_reward, reward)
-        return self._observe(values, reward)
+        if status is Status.FAILED:
+            self.n_failed += 1
+        elif status is Status.COMPLETE:
+            self.best_reward = max(self.best_reward, float(reward))
+        return self._observe(proposal, reward, status)
 
     @abstractmethod
     def _propose(self) -> dict[str, Any]: ...
 
     @abstractmethod
-    def _observe(self, values: dict[str, Any], reward: float) -> dict[str, float]: ...
+    def _observe(
+        self, proposal: Proposal, reward: float | None, status: Status
+    ) -> dict[str, float]: ...
 
     def random_values(self) -> dict[str, Any]:
         return {d.name: d.choices[self.rng.integers(len(d.choices))] for d in self.space.decisions}
@@ -66,20 +114,62 @@ class Searcher(ABC):
     def state_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "space": fingerprint(self.space.describe()),
+            "space_description": self.space.describe(),
+            "options": asdict(self.config),
             "seed": self.seed,
             "rng": self.rng.bit_generator.state,
             "next_id": self.next_id,
             "best_reward": self.best_reward,
             "n_told": self.n_told,
+            "n_failed": self.n_failed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore; proposals that were pending at save time are forgotten (asked again)."""
-        if state["name"] != self.name:
-            raise ValueError(f"state of searcher {state['name']!r} given to {self.name!r}")
+        """Restore; proposals that were pending at save time are forgotten (asked again).
+
+        Raises :class:`UserError` saying what differs when the state was saved by another
+        kind of searcher, over another space, or with other options."""
+        self.check_compatible(state)
         self.seed = state["seed"]
         self.rng.bit_generator.state = state["rng"]
         self.next_id = state["next_id"]
         self.best_reward = state["best_reward"]
         self.n_told = state["n_told"]
+        self.n_failed = state["n_failed"]
         self.pending = {}
+
+    def check_compatible(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise UserError(
+                f"the saved state is of searcher {state.get('name')!r}, not {self.name!r}"
+            )
+        if state.get("space") != fingerprint(self.space.describe()):
+            found = changes(state.get("space_description", {}), self.space.describe())
+            raise UserError(f"the search space changed since the state was saved: {_few(found)}")
+        options = asdict(self.config)
+        if state.get("options") != options:
+            found = changes(state.get("options", {}), options)
+            raise UserError(f"the searcher options differ from the saved state: {_few(found)}")
+
+
+def fingerprint(description: dict[str, Any]) -> str:
+    text = json.dumps(description, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``["decisions.lr.choices: [0.1] -> [0.1, 0.2]", ...]``: what differs, key by key."""
+    found = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a} -> {b}")
+    return found
+
+
+def _few(found: list[str], limit: int = 3) -> str:
+    more = f" (and {len(found) - limit} more)" if len(found) > limit else ""
+    return "; ".join(found[:limit]) + more

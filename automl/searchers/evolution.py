@@ -2,30 +2,44 @@
 
 A population of the most recent ``population`` results; each proposal mutates one
 active decision of the best of ``sample`` random members. The oldest member dies,
-not the worst, which keeps the search from clinging to a lucky early child.
+not the worst, which keeps the search from clinging to a lucky early child. A failed
+child never joins the population: it cannot be a parent, and it pushes no one out.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
-from automl.searchers.base import Searcher
+from automl.searchers.base import Proposal, Searcher, Status
 from automl.space import SearchSpace
+
+
+@dataclass
+class EvolutionConfig:
+    population: int = 10  # members kept (the most recent results)
+    sample: int = 3  # tournament size: the best of this many random members is the parent
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.sample <= self.population:
+            raise ValueError(
+                f"need 1 <= sample <= population, got {self.sample}, {self.population}"
+            )
 
 
 class EvolutionSearcher(Searcher):
     name = "evolution"
+    Config = EvolutionConfig
 
-    def __init__(self, space: SearchSpace, seed: int = 0, population: int = 10, sample: int = 3):
-        super().__init__(space, seed)
-        self.population_size, self.sample_size = population, sample
+    def __init__(self, space: SearchSpace, seed: int = 0, config: EvolutionConfig | None = None):
+        super().__init__(space, seed, config)
         self.population: deque[tuple[dict[str, Any], float]] = deque()
 
     def _propose(self) -> dict[str, Any]:
-        if len(self.population) < self.population_size:
+        if len(self.population) < self.config.population:
             return self.random_values()
-        picks = self.rng.choice(len(self.population), size=self.sample_size, replace=False)
+        picks = self.rng.choice(len(self.population), size=self.config.sample, replace=False)
         parent = max((self.population[i] for i in picks), key=lambda member: member[1])[0]
         return self._mutate(parent)
 
@@ -43,9 +57,13 @@ class EvolutionSearcher(Searcher):
         child[decision.name] = others[self.rng.integers(len(others))]
         return child
 
-    def _observe(self, values: dict[str, Any], reward: float) -> dict[str, float]:
-        self.population.append((values, reward))
-        if len(self.population) > self.population_size:
+    def _observe(
+        self, proposal: Proposal, reward: float | None, status: Status
+    ) -> dict[str, float]:
+        if status is Status.FAILED:
+            return {}
+        self.population.append((proposal.values, float(reward)))
+        if len(self.population) > self.config.population:
             self.population.popleft()
         return {"population_mean": sum(r for _, r in self.population) / len(self.population)}
 

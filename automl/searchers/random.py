@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from automl.searchers.base import Searcher
+from automl.searchers.base import Proposal, Searcher, Status
 
 
 class RandomSearcher(Searcher):
+    """Failures and partial results change nothing: the next proposal ignores the past."""
+
     name = "random"
 
     def _propose(self) -> dict[str, Any]:
         return self.random_values()
 
-    def _observe(self, values: dict[str, Any], reward: float) -> dict[str, float]:
+    def _observe(
+        self, proposal: Proposal, reward: float | None, status: Status
+    ) -> dict[str, float]:
         return {}

@@ -15,24 +15,31 @@ loss. Log-probabilities are recomputed under the current policy at update time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from automl.searchers.base import Searcher
+from automl.searchers.base import Proposal, Searcher, Status
 from automl.space import SearchSpace
 
 
 @dataclass
 class ReinforceConfig:
-    hidden: int = 64
-    embedding: int = 32
-    lr: float = 0.01
-    batch_size: int = 4
-    baseline_decay: float = 0.8
-    entropy_weight: float = 0.01
+    hidden: int = 64  # LSTM width
+    embedding: int = 32  # width of each choice's embedding (the next step's input)
+    lr: float = 0.01  # Adam's learning rate
+    batch_size: int = 4  # finished children per update
+    baseline_decay: float = 0.8  # of the moving-average baseline
+    entropy_weight: float = 0.01  # bonus that keeps the policy exploring
+    failure_reward: float = 0.0  # what a failed child teaches the controller
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.hidden < 1 or self.embedding < 1 or self.lr <= 0:
+            raise ValueError("batch_size, hidden, embedding and lr must be positive")
+        if not 0 <= self.baseline_decay < 1:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
 
 
 class ControllerNet(nn.Module):
@@ -72,11 +79,15 @@ class ControllerNet(nn.Module):
 
 class ReinforceSearcher(Searcher):
     name = "reinforce"
+    Config = ReinforceConfig
 
-    def __init__(self, space: SearchSpace, seed: int = 0, **options: Any) -> None:
-        super().__init__(space, seed)
-        self.config = ReinforceConfig(**options)
-        with torch.random.fork_rng():  # seed the initial weights without touching global state
+    def __init__(
+        self, space: SearchSpace, seed: int = 0, config: ReinforceConfig | None = None
+    ) -> None:
+        super().__init__(space, seed, config)
+        # Seed the initial weights without touching global state; devices=[] keeps it from
+        # opening a CUDA context in the driver.
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = ControllerNet(space.sizes, self.config.hidden, self.config.embedding)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
@@ -90,8 +101,12 @@ class ReinforceSearcher(Searcher):
         actions, _, _ = self.net(None, generator=self.generator)
         return self.space.values_from_indices(actions[0].tolist())
 
-    def _observe(self, values: dict[str, Any], reward: float) -> dict[str, float]:
-        self.buffer.append((self.space.indices_from_values(values), reward))
+    def _observe(
+        self, proposal: Proposal, reward: float | None, status: Status
+    ) -> dict[str, float]:
+        if status is Status.FAILED:
+            reward = self.config.failure_reward
+        self.buffer.append((self.space.indices_from_values(proposal.values), float(reward)))
         if len(self.buffer) < self.config.batch_size:
             return {}
         return self._update()
@@ -130,7 +145,6 @@ class ReinforceSearcher(Searcher):
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "config": asdict(self.config),
             "net": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),

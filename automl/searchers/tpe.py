@@ -2,32 +2,44 @@
 
 Decisions are asked define-by-run in space order, so a decision that is inactive
 (the activation of an absent layer) is simply never suggested and TPE models only
-what matters. The state is the list of finished trials; restoring replays them into a
-fresh study, which is how Optuna itself moves trials between studies.
+what matters. A failed child is told to Optuna as a FAIL trial, so TPE never takes it
+for a result. The state is the list of told trials; restoring replays them into a fresh
+study, which is how Optuna itself moves trials between studies.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
-from automl.searchers.base import Searcher
+from automl.searchers.base import Proposal, Searcher, Status
 from automl.space import SearchSpace
+
+
+@dataclass
+class TPEConfig:
+    startup: int = 8  # random proposals before TPE models the results
+
+    def __post_init__(self) -> None:
+        if self.startup < 0:
+            raise ValueError(f"startup must be >= 0, got {self.startup}")
 
 
 class TPESearcher(Searcher):
     name = "tpe"
+    Config = TPEConfig
 
-    def __init__(self, space: SearchSpace, seed: int = 0, startup: int = 8) -> None:
-        super().__init__(space, seed)
-        self.startup = startup
+    def __init__(self, space: SearchSpace, seed: int = 0, config: TPEConfig | None = None) -> None:
+        super().__init__(space, seed, config)
         self.study = self._new_study(seed)
         self.trials: dict[int, optuna.trial.Trial] = {}
 
     def _new_study(self, seed: int) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.config.startup)
         return optuna.create_study(direction="maximize", sampler=sampler)
 
     def _propose(self) -> dict[str, Any]:
@@ -41,34 +53,34 @@ class TPESearcher(Searcher):
         self.trials[self.next_id] = trial  # the id the base class gives this proposal
         return values
 
-    def tell(self, proposal_id: int, reward: float) -> dict[str, float]:
-        self.study.tell(self.trials.pop(proposal_id), reward)
-        return super().tell(proposal_id, reward)
-
-    def _observe(self, values: dict[str, Any], reward: float) -> dict[str, float]:
+    def _observe(
+        self, proposal: Proposal, reward: float | None, status: Status
+    ) -> dict[str, float]:
+        trial = self.trials.pop(proposal.id)
+        if status is Status.FAILED:
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            self.study.tell(trial, reward)
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        finished = [t for t in self.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        told = [t for t in self.study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
         return {
             **super().state_dict(),
-            "trials": [[dict(t.params), float(t.value)] for t in finished],
+            "trials": [[dict(t.params), t.value, t.state.name] for t in told],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.study = self._new_study(self.seed + self.next_id)  # a fresh stream after restore
         self.trials = {}
-        for params, value in state["trials"]:
+        choices = {d.name: list(d.choices) for d in self.space.decisions}
+        for params, value, trial_state in state["trials"]:
             dists = {
-                name: optuna.distributions.CategoricalDistribution(
-                    list(self._decision(name).choices)
-                )
-                for name in params
+                name: optuna.distributions.CategoricalDistribution(choices[name]) for name in params
             }
             self.study.add_trial(
-                optuna.trial.create_trial(params=params, distributions=dists, value=value)
+                optuna.trial.create_trial(
+                    params=params, distributions=dists, value=value, state=TrialState[trial_state]
+                )
             )
-
-    def _decision(self, name: str):
-        return next(d for d in self.space.decisions if d.name == name)

@@ -10,62 +10,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from automl.children import describe
-from automl.cli import add_data_options, non_negative_float, positive_int
+from automl.search_config import SearchConfig
+from runtime.cli import add_options, from_args
 
-SEARCHER_NAMES = ("reinforce", "random", "evolution", "tpe")
 
-
-def add_search_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search architectures on Ray, tracked in MLflow")
-    add_data_options(p)
-    p.add_argument(
-        "--space",
-        required=True,
-        help="search-space YAML file, or a built-in name (seed_gru, cnn, gru_hparams)",
-    )
-    p.add_argument("--searcher", default="reinforce", help=f"one of {', '.join(SEARCHER_NAMES)}")
-    p.add_argument("--trials", type=positive_int, default=20, help="children to evaluate")
-    p.add_argument("--epochs", type=positive_int, default=10, help="training epochs per child")
-    p.add_argument("--workers", type=positive_int, default=1, help="children trained at once")
-    p.add_argument("--cpus-per-trial", type=non_negative_float, default=1.0)
-    p.add_argument(
-        "--gpus-per-trial",
-        type=non_negative_float,
-        default=0.0,
-        help="GPUs per child; fractions share a GPU (0.5 = two children per GPU)",
-    )
-    p.add_argument("--address", help="join this Ray cluster (default: start Ray locally)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--experiment", default="automl", help="MLflow experiment name")
-    p.add_argument(
-        "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
-    )
-    p.add_argument("--failure-reward", type=float, default=0.0, help="reward of a child that fails")
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        help="times a child is restarted when its worker process dies (default 2)",
-    )
-    p.add_argument(
-        "--storage",
-        default="automl-runs",
-        help="folder for the search's state and Ray's records (default: ./automl-runs)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted search of --experiment from its saved state",
-    )
-    p.add_argument("--json", help="write the summary here")
-    p.set_defaults(func=cmd_search)
+    add_options(p, SearchConfig)
+    p.set_defaults(func=run)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from automl.runner import SearchConfig, run_search
+def run(args: argparse.Namespace) -> int:
+    from automl.runner import run_search
 
-    fields = SearchConfig.__dataclass_fields__
-    config = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    config = from_args(SearchConfig, args)
     with ProgressLine(Console(stderr=True), config.trials) as progress:
         summary = run_search(config, on_progress=progress.update)
     console = Console()

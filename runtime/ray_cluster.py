@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from automl.errors import UserError
+from runtime.errors import UserError
 
 #: Ray's switch for multi-node clusters; off, a local Ray binds to loopback only (Ray's
 #: own default on macOS and Windows). A driver joining a cluster needs it on.

@@ -1,0 +1,86 @@
+"""The options of ``automl search`` as one typed dataclass: each option and its default,
+written once. Light to import (no Ray), since the command line is built from it before
+Ray may be imported (:func:`runtime.ray_cluster.prepare`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from automl.data.prepare import DataOptions
+from automl.searchers import SEARCHERS
+from runtime.cli import (
+    non_negative_float,
+    non_negative_int,
+    option,
+    overrides_option,
+    positive_int,
+)
+
+
+@dataclass(kw_only=True)
+class SearchConfig(DataOptions):
+    """A search, as ``automl search`` takes it: every option and its one default."""
+
+    space: str = field(
+        metadata=option("search-space YAML file, or a built-in name (seed_gru, cnn, gru_hparams)")
+    )
+    searcher: str = field(default="reinforce", metadata=option(f"one of {', '.join(SEARCHERS)}"))
+    searcher_opt: list[str] = field(
+        default_factory=list,
+        metadata=overrides_option("set a field of the searcher's config, e.g. lr=0.02"),
+    )
+    trials: int = field(default=20, metadata=option("children to evaluate", type=positive_int))
+    epochs: int | None = field(
+        default=None,
+        metadata=option(
+            "training epochs per child (default: the space's, else 10)", type=positive_int
+        ),
+    )
+    workers: int = field(default=1, metadata=option("children trained at once", type=positive_int))
+    cpus_per_trial: float = field(
+        default=1.0, metadata=option("CPUs (torch threads) per child", type=non_negative_float)
+    )
+    gpus_per_trial: float = field(
+        default=0.0,
+        metadata=option(
+            "GPUs per child; fractions share a GPU (0.5 = two children per GPU)",
+            type=non_negative_float,
+        ),
+    )
+    address: str | None = field(
+        default=None, metadata=option("join this Ray cluster (default: start Ray locally)")
+    )
+    seed: int = field(
+        default=0,
+        metadata=option(
+            "seed of the searcher and of the children's weights and shuffling", type=int
+        ),
+    )
+    experiment: str = field(default="automl", metadata=option("MLflow experiment name"))
+    tracking_uri: str | None = field(
+        default=None,
+        metadata=option("MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"),
+    )
+    retries: int = field(
+        default=2,
+        metadata=option(
+            "times a child is restarted when its worker process dies", type=non_negative_int
+        ),
+    )
+    storage: str = field(
+        default="automl-runs",
+        metadata=option("folder for the search's state and Ray's records"),
+    )
+    resume: bool = field(
+        default=False,
+        metadata=option(
+            "continue the interrupted search of --experiment from its saved state",
+            action="store_true",
+        ),
+    )
+    json: str | None = field(default=None, metadata=option("write the summary here"))
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.storage).resolve() / self.experiment

@@ -1,0 +1,202 @@
+"""The command runner and option parsing shared by ``automl`` and ``rl``.
+
+Options are declared once, on the typed config dataclass that uses them (like CleanRL's
+``Args``): a field with ``metadata=option("help text")`` becomes ``--field-name`` with
+the field's default, so a default is written in exactly one place. ``KEY=VALUE``
+overrides (``rl train --set``, ``automl search --searcher-opt``) are parsed and
+type-checked against a config dataclass by :func:`parse_overrides`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from runtime import ray_cluster
+from runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a wrong option is one line (``automl search: error: ...``) like
+    every other user error; ``--help`` still prints the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
+    """Parse and dispatch to ``args.func``; a user's mistake becomes one line and exit 2."""
+    args = parser.parse_args(argv)
+    ray_cluster.prepare(getattr(args, "address", None))  # before any command imports Ray
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# -- value types for argparse ------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, 0, "an integer >= 0")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, 0.0, "a number >= 0")
+
+
+def _number(text: str, kind: type, minimum: float, what: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+# -- options declared on dataclasses -----------------------------------------------------
+
+
+def option(
+    help: str, *, flag: str | None = None, type: Callable[[str], Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Field metadata that makes a config field a command-line option."""
+    return {"help": help, "flag": flag, "type": type, **extra}
+
+
+def overrides_option(help: str, flag: str | None = None) -> dict[str, Any]:
+    """Metadata of a repeatable ``KEY=VALUE`` option (a list field), for :func:`parse_overrides`."""
+    return option(help, flag=flag, action="append", metavar="KEY=VALUE")
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--option`` per field of ``cls`` declared with :func:`option`; default: the field's."""
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        meta = dict(f.metadata)
+        flag = meta.pop("flag") or "--" + f.name.replace("_", "-")
+        kwargs = {k: v for k, v in meta.items() if v is not None}
+        kwargs["dest"] = f.name
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kwargs["required"] = True
+        elif kwargs.get("action") in ("store_true", "append"):
+            kwargs["default"] = _default(f)
+        else:
+            kwargs["default"] = _default(f)
+            if kwargs["default"] not in (None, [], ""):
+                kwargs["help"] += f" (default: {kwargs['default']})"
+        parser.add_argument(flag, **kwargs)
+
+
+def from_args(cls: type, args: argparse.Namespace, **values: Any) -> Any:
+    """Build ``cls`` from parsed options (fields without an option keep their defaults)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    return cls(**{**given, **values})
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+# -- KEY=VALUE overrides, type-checked against a config dataclass ------------------------
+
+
+def parse_overrides(cls: type, items: Sequence[str], option_name: str) -> dict[str, Any]:
+    """``["lr=0.01", "hidden=[64,64]"]`` -> ``{"lr": 0.01, "hidden": [64, 64]}``.
+
+    Each value is read as JSON (else as a plain string) and must match the field's type;
+    a mistake is a :class:`UserError` naming the option, the key and what was expected."""
+    hints = typing.get_type_hints(cls)
+    names = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in names:
+            choices = ", ".join(names) if names else "none: this config has no options"
+            raise UserError(f"{option_name} {item}: expected KEY=VALUE with KEY one of {choices}")
+        out[key] = coerce(text, hints[key], f"{option_name} {item}")
+    return out
+
+
+def build_config(cls: type, overrides: dict[str, Any], option_name: str, **fixed: Any) -> Any:
+    """``cls(**fixed, **overrides)``; a value its ``__post_init__`` refuses is a user error."""
+    try:
+        return cls(**{**fixed, **overrides})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{option_name}: {exc}") from None
+
+
+def coerce(text: str, hint: Any, where: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if not _matches(value, hint):
+        raise UserError(f"{where}: expected {_describe(hint)}, got {text!r}")
+    return float(value) if hint is float else value
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else False
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a JSON list of {_describe(args[0])}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, "null" if hint is type(None) else getattr(hint, "__name__", str(hint)))
+
+
+def read_json_file(path: Path, option_name: str) -> Any:
+    if not path.is_file():
+        raise UserError(f"{option_name} {path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{option_name} {path}: not valid JSON ({exc})") from None

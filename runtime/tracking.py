@@ -1,0 +1,246 @@
+"""The MLflow run lifecycle, and the only module of ``runtime`` that imports MLflow.
+
+A job (a search, an RL training of many seeds) is a parent run; each of its trials (a
+child network, a seed) is a nested run created by the Ray worker that does the work, so
+its curves appear live in the UI. All calls go through ``MlflowClient`` with an explicit
+URI: no fluent global state leaks between trials of a reused worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from runtime.errors import UserError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "automl.trial"  # the trial's number in its job (child number, seed)
+FLUSH_SECONDS = 5.0  # how often a trial's live metrics reach the store
+T = TypeVar("T")
+
+
+def resolve_uri(uri: str | None) -> str:
+    """``--tracking-uri``, else $MLFLOW_TRACKING_URI, else ./mlflow.db; SQLite paths made absolute
+
+    (Ray workers run in other directories, so a relative path would point elsewhere)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast with one clear line instead of minutes of client retries."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(f"tracking server {uri} is unreachable ({reason})") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UserError(f"tracking URI {uri}: folder {folder} is missing or not writable")
+    else:
+        raise UserError(f"tracking URI {uri}: use sqlite:///PATH or http(s)://HOST:PORT")
+
+
+def client(uri: str):
+    """An ``MlflowClient`` for ``uri``, with MLflow's own chatter turned down."""
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database-migration chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def retry(call: Callable[[], T], attempts: int = 5) -> T:
+    """SQLite answers 'database is locked' when many workers write at once: wait and retry."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """Nested config -> MLflow params (``layers.0.units`` = ``80``)."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else k, v))
+        return out
+    if isinstance(value, list):
+        out = {f"{prefix}.count": str(len(value))}
+        for i, v in enumerate(value):
+            out.update(flatten(f"{prefix}.{i}", v))
+        return out
+    return {prefix: str(value)}
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """Where a job logs: small and picklable, so it travels to Ray workers."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def start_parent(
+    uri: str, experiment: str, run_name: str, params: dict[str, Any], role: str
+) -> ParentRun:
+    """Create (or find) the experiment and open the parent run of a job."""
+    from mlflow.entities import Param
+
+    mlflow = client(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        location = None
+        if uri.startswith("sqlite:///"):  # artifacts beside the database, at an absolute path
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+    else:
+        experiment_id = found.experiment_id
+    run = mlflow.create_run(experiment_id, run_name=run_name, tags={"automl.role": role})
+    mlflow.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return ParentRun(uri, experiment_id, run.info.run_id)
+
+
+def reopen(parent: ParentRun) -> None:
+    """A resumed job writes into its old parent run again; trials that were running when it
+    stopped are marked killed (they run again)."""
+    retry(lambda: client(parent.uri).update_run(parent.parent_run_id, status="RUNNING"))
+    close_abandoned(parent)
+
+
+def _children_query(parent: ParentRun, status: str, trial: int | None = None) -> str:
+    query = f"tags.`{PARENT_TAG}` = '{parent.parent_run_id}' and attributes.status = '{status}'"
+    return query if trial is None else query + f" and tags.`{TRIAL_TAG}` = '{trial}'"
+
+
+def close_abandoned(parent: ParentRun, trial: int | None = None) -> None:
+    """Mark RUNNING trial runs (of one trial, or all) KILLED: their process died mid-way."""
+    mlflow = client(parent.uri)
+    query = _children_query(parent, "RUNNING", trial)
+    for run in retry(lambda: mlflow.search_runs([parent.experiment_id], query)):
+        retry(lambda run=run: mlflow.set_terminated(run.info.run_id, status="KILLED"))
+
+
+def finished_children(parent: ParentRun) -> list[Any]:
+    """The FINISHED nested runs of ``parent`` (MLflow ``Run`` objects)."""
+    mlflow = client(parent.uri)
+    query = _children_query(parent, "FINISHED")
+    return retry(lambda: mlflow.search_runs([parent.experiment_id], query))
+
+
+def log_parent_metrics(parent: ParentRun, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    retry(lambda: client(parent.uri).log_batch(parent.parent_run_id, metrics=batch))
+
+
+def finish_parent(
+    parent: ParentRun, files: dict[str, Any] | None = None, status: str = "FINISHED"
+) -> None:
+    """Attach ``files`` (name -> JSON-able payload, or tensors for ``.pt``) and close the run."""
+    mlflow = client(parent.uri)
+    if files:
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_files(Path(tmp), files)
+            retry(lambda: mlflow.log_artifacts(parent.parent_run_id, tmp))
+    retry(lambda: mlflow.set_terminated(parent.parent_run_id, status=status))
+
+
+def _write_files(folder: Path, files: dict[str, Any]) -> None:
+    for name, payload in files.items():
+        if name.endswith(".json"):
+            (folder / name).write_text(json.dumps(payload, indent=2))
+        else:
+            torch.save(payload, folder / name)
+
+
+class ChildRun:
+    """A nested run (one trial of a job), written from the worker that does the work."""
+
+    def __init__(
+        self,
+        parent: ParentRun,
+        run_name: str,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        from mlflow.entities import Param
+
+        self.client = client(parent.uri)
+        run = retry(
+            lambda: self.client.create_run(
+                parent.experiment_id,
+                run_name=run_name,
+                tags={PARENT_TAG: parent.parent_run_id, **(tags or {})},
+            )
+        )
+        self.run_id = run.info.run_id
+        self.buffer: list = []
+        self.flushed_at = time.monotonic()
+        batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        retry(lambda: self.client.log_batch(self.run_id, params=batch))
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Buffered and written every ``FLUSH_SECONDS``: curves stay live in the UI for long
+        runs, while short epochs or episodes do not wait on the store each time."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            batch, self.buffer = self.buffer, []
+            retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        self.flushed_at = time.monotonic()
+
+    def finish(self, metrics: dict[str, float], artifacts: dict[str, Any] | None = None) -> bool:
+        """Final metrics; ``artifacts`` maps file names under ``model/`` to tensors or JSON.
+
+        Returns False, writing nothing, when the run was closed as KILLED meanwhile: its
+        job's driver died and the resumed job runs this trial again."""
+        from mlflow.entities import Metric
+
+        if retry(lambda: self.client.get_run(self.run_id)).info.status == "KILLED":
+            return False
+        self._flush()
+        now = int(time.time() * 1000)
+        final = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        retry(lambda: self.client.log_batch(self.run_id, metrics=final))
+        if artifacts:
+            with tempfile.TemporaryDirectory() as tmp:
+                _write_files(Path(tmp), artifacts)
+                retry(lambda: self.client.log_artifacts(self.run_id, tmp, "model"))
+        retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
+        return True
+
+    def fail(self, error: str) -> None:
+        self._flush()
+        retry(lambda: self.client.set_tag(self.run_id, "automl.error", error[:5000]))
+        retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))

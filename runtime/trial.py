@@ -1,0 +1,109 @@
+"""The one wrapper every Ray trial runs inside: a search's child, an RL job's seed.
+
+Around the work it is given, :func:`run_trial` does what every trial needs and no work
+should repeat: it opens the trial's nested MLflow run, applies the planned fault, hands
+the work a :class:`Trial` to log live metrics and report intermediate results to Tune,
+records an exception as a FAILED run (reported to Tune as a failure, not raised, so the
+job goes on), and finishes the run with the outcome's metrics and artifacts.
+
+Only a dead worker process reaches Tune as an error; Tune retries it. The result keys
+below are what the driver reads back (``on_trial_complete``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.faults import FaultPlan
+from runtime.tracking import TRIAL_TAG, ChildRun, ParentRun, close_abandoned
+
+FINISHED = "finished"  # the trial's last result: the work ended (well or not)
+FAILED = "failed"  # the work raised; ERROR holds why
+ERROR = "error"
+RUN_ID = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a job shares; sent to the workers once.
+
+    ``placeholder`` is reported with a failure so that a scheduler or searcher that
+    expects its metric in every result gets one; the driver reads ``failed``, not it."""
+
+    parent: ParentRun | None = None
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    placeholder: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What the work returns: final metrics (to MLflow and Tune), files for the run's
+    ``model/`` folder, and anything else the driver needs (to Tune only)."""
+
+    metrics: dict[str, float]
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class Trial:
+    """The work's handle on its trial."""
+
+    def __init__(self, run: ChildRun | None, fault: str | None) -> None:
+        self.run = run
+        self.fault = fault  # a data fault the work applies to its own inputs, or None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.run_id if self.run else None
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Live metrics in the trial's MLflow run (buffered)."""
+        if self.run:
+            self.run.log_metrics(step, metrics)
+
+    def report(self, metrics: dict[str, float]) -> None:
+        """An intermediate result for Tune (what early-stopping schedulers decide on)."""
+        from ray import tune
+
+        tune.report({**metrics, RUN_ID: self.run_id})
+
+
+def run_trial(
+    context: TrialContext,
+    key: int,
+    name: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    work: Callable[[Trial], Outcome],
+) -> None:
+    """Run ``work`` as trial ``key`` of the job; call inside a Ray Tune function trainable."""
+    from ray import tune
+
+    run = None
+    if context.parent:
+        close_abandoned(context.parent, key)  # an earlier attempt's run, if its worker died
+        run = ChildRun(context.parent, name, params, {**tags, TRIAL_TAG: str(key)})
+    trial = Trial(run, context.faults.data_fault(key))
+    try:
+        context.faults.apply(key)
+        outcome = work(trial)
+    except Exception as exc:  # the trial's own failure: recorded, and the job goes on
+        _report_failure(context, trial, f"{type(exc).__name__}: {exc}")
+        return
+    if run and not run.finish(outcome.metrics, outcome.artifacts):
+        _report_failure(context, trial, "abandoned: its job was resumed elsewhere", record=False)
+        return
+    tune.report({**outcome.metrics, **outcome.report, RUN_ID: trial.run_id, FINISHED: True})
+
+
+def _report_failure(context: TrialContext, trial: Trial, error: str, record: bool = True) -> None:
+    from ray import tune
+
+    error = error[:2000]
+    if record and trial.run:
+        trial.run.fail(error)
+    tune.report(
+        {**context.placeholder, FINISHED: True, FAILED: True, ERROR: error, RUN_ID: trial.run_id}
+    )
