@@ -83,6 +83,7 @@ def run_search(
             config.trials,
             (dataset.fingerprint, config.seed),
             lambda metrics, step: tracking.log_parent_metrics(parent, metrics, step),
+            config.max_duplicates,
         )
         if saved:
             loop.restore(saved["records"])
@@ -243,12 +244,12 @@ def _on_change(
 ) -> Callable[[], None]:
     """After every suggestion or result: save the state when a child settled, log a new
     best to the parent run, update the display."""
-    best_logged, settled = -1.0, loop.completed
+    best_logged, settled = -1.0, loop.settled
 
     def on_change() -> None:
         nonlocal best_logged, settled
-        if loop.completed != settled:
-            settled = loop.completed
+        if loop.settled != settled:
+            settled = loop.settled
             save_state()
         best = loop.best()
         if best is not None and best.dev_uar > best_logged:
@@ -271,6 +272,9 @@ def make_summary(
         "data": config.data,
         "seed": config.seed,
         "epochs": config.epochs,
+        "trained": loop.trained,
+        "cached": loop.cached,
+        "converged": loop.converged,
         "trials": [r.to_json() for r in loop.records],
         "best": None
         if best is None

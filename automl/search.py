@@ -3,6 +3,9 @@
 :class:`SearchLoop` turns proposals into numbered trials, recognises identical
 children (same architecture, hyperparameters, data and seed) so none is trained twice,
 feeds rewards back to the searcher and keeps the record that becomes the JSON summary.
+The budget counts children actually trained: a duplicate is told its original's result
+again (free information for the searcher) without using budget, and ``max_duplicates``
+duplicates in a row end the search as converged rather than spinning.
 It knows nothing of Ray or MLflow: :mod:`automl.execution` drives it, and callbacks
 report searcher updates and progress to tracking and display.
 """
@@ -34,6 +37,7 @@ class TrialRecord:
     n_params: int | None = None
     error: str | None = None
     adopted: bool = False  # finished after the driver died; the searcher never saw it
+    duplicate_of: int | None = None  # the trial that trained this child, when a duplicate
     started: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
@@ -44,7 +48,7 @@ class TrialRecord:
 
 
 class SearchLoop:
-    """Hands out children until ``budget`` trials exist; collects their rewards."""
+    """Hands out children until ``budget`` have been trained; collects their rewards."""
 
     def __init__(
         self,
@@ -53,8 +57,10 @@ class SearchLoop:
         budget: int,
         identity: tuple[Any, ...],
         on_update: Callable[[dict[str, float], int], None] | None = None,
+        max_duplicates: int = 50,
     ) -> None:
         self.searcher, self.space, self.budget = searcher, space, budget
+        searcher.set_budget(budget)
         self.identity = identity  # (data fingerprint, seed): with the architecture, what
         # makes two children identical (the architecture holds every hyperparameter)
         self.on_update = on_update
@@ -65,21 +71,32 @@ class SearchLoop:
         self.in_flight: dict[str, TrialRecord] = {}
         self.waiting: dict[str, list[TrialRecord]] = {}  # duplicates of an in-flight child
         self.updates = 0
+        self.max_duplicates = max_duplicates
+        self.duplicates_in_a_row = 0
+        self.converged = False  # the searcher kept proposing children it already had
 
     def next_child(self) -> TrialRecord | None:
-        """The next child to train, or None once the budget is handed out."""
-        while len(self.records) < self.budget:
+        """The next child to train, or None once the budget is handed out (or the searcher
+        has converged: ``max_duplicates`` proposals in a row were children it already had)."""
+        while self.trained < self.budget:
+            if self.duplicates_in_a_row >= self.max_duplicates:
+                self.converged = True
+                return None
             proposal = self.searcher.ask()
             arch = self.space.to_architecture(proposal.values)
             record = TrialRecord(self.next_trial, proposal.id, arch, arch_key(arch, *self.identity))
             self._add(record)
-            if record.key in self.finished:
-                self._copy_result(record, self.finished[record.key])
-            elif record.key in self.in_flight:
-                self.waiting.setdefault(record.key, []).append(record)
-            else:
+            original = self.finished.get(record.key) or self.in_flight.get(record.key)
+            if original is None:
+                self.duplicates_in_a_row = 0
                 self.in_flight[record.key] = record
                 return record
+            self.duplicates_in_a_row += 1
+            record.duplicate_of = original.trial
+            if original.status == RUNNING:
+                self.waiting.setdefault(record.key, []).append(record)
+            else:
+                self._copy_result(record, original)
         return None
 
     def _add(self, record: TrialRecord) -> None:
@@ -155,10 +172,11 @@ class SearchLoop:
         self._tell(record)
 
     def _tell(self, record: TrialRecord) -> None:
+        repeated = record.duplicate_of is not None
         if record.status == FAILED:
-            metrics = self.searcher.tell(record.proposal_id, None, Status.FAILED)
+            metrics = self.searcher.tell(record.proposal_id, None, Status.FAILED, repeated)
         else:
-            metrics = self.searcher.tell(record.proposal_id, record.dev_uar)
+            metrics = self.searcher.tell(record.proposal_id, record.dev_uar, repeated=repeated)
         if metrics and self.on_update is not None:
             self.updates += 1
             self.on_update(metrics, self.updates)
@@ -168,13 +186,24 @@ class SearchLoop:
         return len(self.in_flight)
 
     @property
+    def trained(self) -> int:
+        """Children trained or training (duplicates not counted): what the budget counts."""
+        return sum(r.duplicate_of is None for r in self.records)
+
+    @property
     def completed(self) -> int:
+        """Trained children that have settled (finished or failed)."""
+        return sum(r.duplicate_of is None and r.status != RUNNING for r in self.records)
+
+    @property
+    def settled(self) -> int:
+        """Records with a result, duplicates included (what the saved state holds)."""
         return sum(r.status != RUNNING for r in self.records)
+
+    @property
+    def cached(self) -> int:
+        return sum(r.duplicate_of is not None for r in self.records)
 
     def best(self) -> TrialRecord | None:
         done = [r for r in self.records if r.status == DONE]
         return max(done, key=lambda r: r.dev_uar) if done else None
-
-    def leaderboard(self, top: int | None = None) -> list[TrialRecord]:
-        ranked = sorted((r for r in self.records if r.status == DONE), key=lambda r: -r.dev_uar)
-        return ranked[:top] if top else ranked

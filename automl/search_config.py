@@ -30,7 +30,21 @@ class SearchConfig(DataOptions):
         default_factory=list,
         metadata=overrides_option("set a field of the searcher's config, e.g. lr=0.02"),
     )
-    trials: int = field(default=20, metadata=option("children to evaluate", type=positive_int))
+    trials: int = field(
+        default=20,
+        metadata=option(
+            "children to train (duplicates a searcher proposes again do not count)",
+            type=positive_int,
+        ),
+    )
+    max_duplicates: int = field(
+        default=50,
+        metadata=option(
+            "end the search when this many proposals in a row are children already trained "
+            "(the searcher has converged)",
+            type=positive_int,
+        ),
+    )
     epochs: int | None = field(
         default=None,
         metadata=option(

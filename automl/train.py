@@ -192,6 +192,21 @@ def _train_epoch(model, data: Padded, hp, optimizer, loss_fn, amp, device, gener
     return float(total) / seen
 
 
+def split_uar(
+    architecture: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    data: Dataset,
+    part: str,
+    device: str = "cpu",
+) -> float:
+    """UAR of trained weights on another partition of ``data`` (e.g. ``test``)."""
+    model = build_model(normalize(architecture), data.n_features, data.n_classes)
+    model.load_state_dict(state_dict)
+    split = Padded.from_split(data.splits[part])
+    target = torch.device(device)
+    return uar(split.labels.numpy(), predict(model.to(target), split, target))
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, data: Padded, device: torch.device, amp: _Precision | None = None

@@ -71,7 +71,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not isinstance(state, dict) or state.get("algo") not in loaders:
         raise UserError(f"--checkpoint {args.checkpoint}: not an rl checkpoint")
     config, policy = loaders[state["algo"]](state)
-    mean, std = evaluate(policy, config.env_id, args.episodes, args.seed)
+    mean, std = evaluate(policy, config.env_id, args.episodes, args.seed, 0, config.env_kwargs)
     print(
         f"{config.env_id} {state['algo']} step {state['step']}: "
         f"mean return {mean:.2f} +/- {std:.2f} over {args.episodes} episodes"

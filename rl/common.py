@@ -48,10 +48,15 @@ def reward_threshold(env_id: str) -> float | None:
 
 
 def evaluate(
-    policy: Callable[[np.ndarray], Any], env_id: str, episodes: int, seed: int, step: int = 0
+    policy: Callable[[np.ndarray], Any],
+    env_id: str,
+    episodes: int,
+    seed: int,
+    step: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[float, float]:
     """Mean and std return of greedy episodes on a separate, separately seeded environment."""
-    env = gym.make(env_id)
+    env = gym.make(env_id, **(env_kwargs or {}))
     returns = []
     for episode in range(episodes):
         raw, _ = env.reset(seed=segment_seed(seed + EVAL_SEED_OFFSET, step, episode))

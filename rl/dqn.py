@@ -46,6 +46,7 @@ class DQNConfig:
     """Defaults are rl-zoo's CartPole-v1 DQN hyperparameters, plus the Rainbow-style parts."""
 
     env_id: str = "CartPole-v1"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
     total_steps: int = 50_000
     seed: int = 0
     num_envs: int = 1
@@ -115,7 +116,7 @@ class QNetwork(nn.Module):
 
 def check_env(config: DQNConfig) -> None:
     """DQN picks among discrete actions; refuse anything else before any worker starts."""
-    env = gym.make(config.env_id)
+    env = gym.make(config.env_id, **config.env_kwargs)
     env.close()
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise UserError(
@@ -129,6 +130,7 @@ def make_envs(config: DQNConfig) -> gym.vector.VectorEnv:
         num_envs=config.num_envs,
         vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        **config.env_kwargs,
     )
 
 
@@ -151,8 +153,7 @@ def train(
     q = build_network(config, envs)
     target = build_network(config, envs)
     target.load_state_dict(q.state_dict())
-    params = list(q.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate, fused=True)
+    optimizer = torch.optim.Adam(q.parameters(), lr=config.learning_rate, fused=True)
     buffer_cls = PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
     extra = {"alpha": config.per_alpha} if config.prioritized else {}
     buffer = buffer_cls(
@@ -245,27 +246,13 @@ def train(
         if step >= config.learning_starts and step % config.train_freq < config.num_envs:
             beta = config.per_beta + (1 - config.per_beta) * min(1.0, step / config.total_steps)
             for batch in _phase_batches(buffer, config, beta):
-                q_taken = q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
-                with torch.no_grad():  # double DQN: the online net picks, the target rates
-                    q_next_target = target(batch.next_obs)
-                    chooser = q(batch.next_obs) if config.double else q_next_target
-                    next_actions = chooser.argmax(1)
-                    next_value = q_next_target.gather(1, next_actions[:, None]).squeeze(1)
-                    td_target = batch.returns + batch.discounts * next_value
-                elementwise = nn.functional.smooth_l1_loss(q_taken, td_target, reduction="none")
-                if config.prioritized:  # importance weights; uniform replay's are all one
-                    elementwise = batch.weights * elementwise
-                loss = elementwise.mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                _clip_gradients(params, config.max_grad_norm)
-                optimizer.step()
+                loss, td_error = gradient_step(q, target, optimizer, batch, config)
                 gradient_steps += 1
                 if config.prioritized:
-                    buffer.update_priorities(batch.flat_index, q_taken.detach() - td_target)
+                    buffer.update_priorities(batch.flat_index, td_error)
                 if config.tau < 1:
-                    _polyak(q, target, config.tau)
-                losses.append(loss.detach())
+                    polyak(q, target, config.tau)
+                losses.append(loss)
             act, target_stale = q.greedy_numpy(), True
             log(
                 {
@@ -277,13 +264,15 @@ def train(
             )
             losses = []
         if config.tau >= 1 and step % config.target_update < config.num_envs and target_stale:
-            _copy_weights(q, target)  # hard update; skipped while q has not changed since
+            copy_weights(q, target)  # hard update; skipped while q has not changed since
             target_stale = False
 
         # Evaluate: greedy episodes on a separate environment.
         if step % config.eval_every < config.num_envs or step >= config.total_steps:
             eval_started = time.perf_counter()
-            mean, std = evaluate(act, config.env_id, config.eval_episodes, config.seed, step)
+            mean, std = evaluate(
+                act, config.env_id, config.eval_episodes, config.seed, step, config.env_kwargs
+            )
             eval_seconds += time.perf_counter() - eval_started
             tracker.record(mean, std, step)
             log({"eval_return": mean, "eval_return_std": std}, step)
@@ -298,6 +287,37 @@ def train(
         seconds=seconds,
         steps_per_second=(step - steps_at_start) / (seconds - eval_seconds),
     )
+
+
+def gradient_step(
+    q: QNetwork,
+    target: QNetwork,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    config: DQNConfig,
+    next_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Huber-loss step towards the (double) DQN target; returns the loss and the TD
+    errors (for priorities). ``next_mask`` [batch, actions]: the actions valid in each next
+    state, where some are not (the architecture environment's shorter decisions)."""
+    q_taken = q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+    with torch.no_grad():  # double DQN: the online net picks, the target rates
+        q_next_target = target(batch.next_obs)
+        chooser = q(batch.next_obs) if config.double else q_next_target
+        if next_mask is not None:
+            chooser = chooser.masked_fill(~next_mask, float("-inf"))
+        next_actions = chooser.argmax(1)
+        next_value = q_next_target.gather(1, next_actions[:, None]).squeeze(1)
+        td_target = batch.returns + batch.discounts * next_value
+    elementwise = nn.functional.smooth_l1_loss(q_taken, td_target, reduction="none")
+    if config.prioritized:  # importance weights; uniform replay's are all one
+        elementwise = batch.weights * elementwise
+    loss = elementwise.mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    _clip_gradients(optimizer.param_groups[0]["params"], config.max_grad_norm)
+    optimizer.step()
+    return loss.detach(), q_taken.detach() - td_target
 
 
 def _phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Iterator[Batch]:
@@ -318,13 +338,13 @@ def _clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
         nn.utils.clip_grads_with_norm_(params, max_norm, total)
 
 
-def _copy_weights(q: nn.Module, target: nn.Module) -> None:
+def copy_weights(q: nn.Module, target: nn.Module) -> None:
     with torch.no_grad():
         for t, p in zip(target.parameters(), q.parameters(), strict=True):
             t.copy_(p)
 
 
-def _polyak(q: nn.Module, target: nn.Module, tau: float) -> None:
+def polyak(q: nn.Module, target: nn.Module, tau: float) -> None:
     with torch.no_grad():
         for p, t in zip(q.parameters(), target.parameters(), strict=True):
             t.lerp_(p, tau)
@@ -333,7 +353,7 @@ def _polyak(q: nn.Module, target: nn.Module, tau: float) -> None:
 def load_policy(state: dict[str, Any]) -> tuple[DQNConfig, Callable[[np.ndarray], int]]:
     """A greedy policy from a checkpoint (for ``rl evaluate``)."""
     config = DQNConfig(**state["config"])
-    env = gym.make(config.env_id)
+    env = gym.make(config.env_id, **config.env_kwargs)
     q = build_network(config, env)
     env.close()
     q.load_state_dict(state["q"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from runtime.errors import UserError
 @dataclass
 class QLearningConfig:
     env_id: str = "Taxi-v4"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
     total_steps: int = 2_000_000  # env steps; whichever of steps and episodes ends first
     episodes: int = 10_000
     seed: int = 0
@@ -48,7 +49,7 @@ class QLearningConfig:
 
 def make_env(config: QLearningConfig) -> gym.Env:
     """The environment, refused with a clear message unless it is tabular."""
-    env = gym.make(config.env_id)
+    env = gym.make(config.env_id, **config.env_kwargs)
     if not isinstance(env.observation_space, gym.spaces.Discrete) or not isinstance(
         env.action_space, gym.spaces.Discrete
     ):
@@ -123,6 +124,7 @@ def train(
                 config.eval_episodes,
                 config.seed,
                 episode,
+                config.env_kwargs,
             )
             tracker.record(mean, std, step)
             log(

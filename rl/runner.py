@@ -13,7 +13,14 @@ from typing import Any
 
 from rl import dqn, qlearning
 from runtime import ray_cluster, tracking
-from runtime.cli import build_config, option, overrides_option, parse_overrides, positive_int
+from runtime.cli import (
+    build_config,
+    option,
+    overrides_option,
+    parse_key_values,
+    parse_overrides,
+    positive_int,
+)
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
 from runtime.trial import ERROR, FAILED, RUN_ID, Outcome, Trial, TrialContext, run_trial
@@ -39,6 +46,10 @@ class JobConfig:
     """``rl train``: which agent on which environment, how many seeds, where they run and log."""
 
     env: str = field(metadata=option("Gymnasium id, e.g. CartPole-v1, Taxi-v4"))
+    env_args: list[str] = field(
+        default_factory=list,
+        metadata=overrides_option("an argument of the environment, e.g. table=T.json", "--env-arg"),
+    )
     algo: str = field(default="dqn", metadata=option("the agent", choices=list(ALGOS)))
     steps: int | None = field(
         default=None, metadata=option("env steps per seed", type=positive_int)
@@ -75,6 +86,8 @@ class JobConfig:
         cls = ALGOS[self.algo].config
         names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {"env_id": self.env}
+        if self.env_args:
+            values["env_kwargs"] = parse_key_values(self.env_args, "--env-arg")
         if self.steps:
             values["total_steps"] = self.steps
         if self.episodes:
@@ -128,7 +141,10 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     from ray import tune
 
     agent = agent or job.agent_config()
-    ALGOS[job.algo].check_env(agent)  # a wrong environment is the user's error, not a worker's
+    try:  # a wrong environment is the user's error, not a worker's
+        ALGOS[job.algo].check_env(agent)
+    except (TypeError, ValueError, OSError, KeyError) as exc:
+        raise UserError(f"--env {job.env} {agent.env_kwargs}: cannot make it ({exc})") from None
     base = dataclasses.asdict(agent)
     seeds = list(range(job.first_seed, job.first_seed + job.seeds))
     root = Path(job.checkpoint_dir).resolve()

@@ -128,13 +128,25 @@ def parse_overrides(cls: type, items: Sequence[str], option_name: str) -> dict[s
     a mistake is a :class:`UserError` naming the option, the key and what was expected."""
     hints = typing.get_type_hints(cls)
     names = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    choices = ", ".join(names) if names else "none: this config has no options"
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or key not in names:
-            choices = ", ".join(names) if names else "none: this config has no options"
             raise UserError(f"{option_name} {item}: expected KEY=VALUE with KEY one of {choices}")
         out[key] = coerce(text, hints[key], f"{option_name} {item}")
+    return out
+
+
+def parse_key_values(items: Sequence[str], option_name: str) -> dict[str, Any]:
+    """``["table=t.json", "size=3"]`` -> ``{"table": "t.json", "size": 3}`` (values read as
+    JSON, else kept as strings), for options whose keys no dataclass declares."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{option_name} {item}: expected KEY=VALUE")
+        out[key] = coerce(text, Any, f"{option_name} {item}")
     return out
 
 

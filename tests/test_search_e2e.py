@@ -212,3 +212,27 @@ def test_search_counts_must_be_positive(capsys, option):
         main(["search", "--data", "digits", "--space", "seed_gru", option, "0"])
     assert info.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("searcher", ["qlearning", "dqn"])
+def test_rl_searchers_run_a_real_search(tmp_path, local_ray, searcher):
+    """Three children with two in flight: rewards reach the agent in whatever order they
+    finish, every child is a finished MLflow run, and the agent's state is saved."""
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, summary = _search(
+        tmp_path, "--searcher", searcher, "--tracking-uri", db, "--experiment", searcher, trials=3
+    )
+    assert code == 0 and summary["trained"] == 3
+    assert summary["searcher_options"]["explore_fraction"] == 0.5
+    client = MlflowClient(db)
+    runs = client.search_runs(
+        [summary["experiment_id"]], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'"
+    )
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    state = torch.load(
+        client.download_artifacts(summary["parent_run_id"], "searcher_state.pt", str(tmp_path)),
+        weights_only=True,
+    )
+    assert state["name"] == searcher and state["n_told"] == len(summary["trials"])
+    space = load_space(tmp_path / "space.yaml").with_fixed(epochs=2)  # as --epochs 2 fixed it
+    make_searcher(searcher, space, 0).load_state_dict(state)  # fits its space and options

@@ -153,8 +153,11 @@ def test_baselines_improve_on_random(name):
 
 
 def test_loop_never_trains_an_identical_child_twice():
+    """Duplicates are told their original's result and use no budget; a searcher that only
+    proposes children it already has ends the search as converged."""
     space = parse_space({"family": "rnn", "layers": {"count": 1, "units": [8, 16]}}, "tiny")
-    loop = SearchLoop(make_searcher("random", space, 0), space, budget=6, identity=("data", 0, 1))
+    searcher = make_searcher("random", space, 0)
+    loop = SearchLoop(searcher, space, budget=6, identity=("data", 0), max_duplicates=5)
     trained = []
     while (record := loop.next_child()) is not None:
         trained.append(record)
@@ -164,21 +167,33 @@ def test_loop_never_trains_an_identical_child_twice():
             seconds=1.0,
             mlflow_run_id=f"run{record.trial}",
         )
-    assert len(trained) == 2  # only two distinct architectures exist
-    assert len(loop.records) == 6 and loop.searcher.n_told == 6
-    assert [r.status for r in loop.records].count(CACHED) == 4
+    assert len(trained) == loop.trained == 2  # only two distinct architectures exist
+    assert loop.converged and loop.duplicates_in_a_row == 5
+    assert loop.searcher.n_told == len(loop.records) == 2 + loop.cached
+    assert [r.status for r in loop.records].count(CACHED) == loop.cached >= 5
     for r in loop.records:
         original = next(t for t in trained if t.key == r.key)
         assert (r.dev_uar, r.mlflow_run_id) == (original.dev_uar, original.mlflow_run_id)
+        assert r.duplicate_of == (None if r is original else original.trial)
     assert loop.best().dev_uar == 0.16 and loop.best().status == DONE
+
+
+def test_duplicates_use_no_budget():
+    space = parse_space({"family": "rnn", "layers": {"count": 1, "units": [8, 16, 32]}}, "three")
+    loop = SearchLoop(make_searcher("random", space, 3), space, budget=3, identity=("d", 0))
+    while (record := loop.next_child()) is not None:
+        loop.child_finished(record.trial, 0.5, 1.0)
+    assert loop.trained == loop.completed == 3 and not loop.converged  # every child trained
+    assert len(loop.records) == 3 + loop.cached
 
 
 def test_loop_duplicate_of_an_in_flight_child_waits_for_it():
     space = parse_space({"family": "rnn", "layers": {"count": 1, "units": [8]}}, "one")
-    loop = SearchLoop(make_searcher("random", space, 0), space, budget=3, identity=("d", 0, 1))
+    searcher = make_searcher("random", space, 0)
+    loop = SearchLoop(searcher, space, budget=3, identity=("d", 0), max_duplicates=2)
     first = loop.next_child()
-    assert loop.next_child() is None  # the other two are copies of the one in flight
-    assert loop.searcher.n_told == 0
+    assert loop.next_child() is None  # the next two are copies of the one in flight
+    assert loop.searcher.n_told == 0 and loop.converged
     loop.child_finished(first.trial, 0.5, 2.0, "run0")
     assert [r.status for r in loop.records] == [DONE, CACHED, CACHED]
     assert loop.searcher.n_told == 3
@@ -243,7 +258,7 @@ def test_reinforce_learns_its_configured_failure_reward(failure_reward):
         "reinforce", load_space("seed_gru"), 0, batch_size=8, failure_reward=failure_reward
     )
     _fail_first_then(searcher)
-    assert [r for _, r in searcher.buffer] == [failure_reward, 0.5, 0.5]
+    assert [r for _, r, _ in searcher.buffer] == [failure_reward, 0.5, 0.5]
 
 
 def test_random_search_counts_a_failure_and_nothing_else():
@@ -304,3 +319,43 @@ def test_searcher_options_parse_and_reach_the_searcher():
     assert (searcher.config.population, searcher.config.sample) == (6, 2)
     with pytest.raises(UserError, match="sample <= population"):
         make_searcher("evolution", load_space("seed_gru"), 0, population=2, sample=3)
+
+
+# -- the RL searchers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,options", [("qlearning", {}), ("dqn", {"gradient_steps": 10})])
+def test_rl_searchers_learn_a_hidden_target_far_faster_than_random(name, options):
+    space = load_space("seed_gru")
+    reward = _target_reward(space)
+    late = {}
+    for searcher_name, opts in ((name, options), ("random", {})):
+        runs = []
+        for seed in range(2):
+            searcher = make_searcher(searcher_name, space, seed, **opts)
+            searcher.set_budget(250)
+            runs.append(np.mean(_run(searcher, reward, 250)[-50:]))
+        late[searcher_name] = np.mean(runs)
+    assert late[name] > 0.6 and late[name] > 2 * late["random"], late
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_searchers_take_results_in_any_order_with_failures(name):
+    """Four children in flight, told in a shuffled order, one of each four failing."""
+    space = load_space("gru_hparams")
+    reward = _target_reward(space)
+    searcher = make_searcher(name, space, 0)
+    searcher.set_budget(20)
+    order = np.random.default_rng(0)
+    for _ in range(5):
+        proposals = [searcher.ask() for _ in range(4)]
+        for i in order.permutation(4):
+            p = proposals[i]
+            if i == 0:
+                searcher.tell(p.id, None, Status.FAILED)
+            else:
+                searcher.tell(p.id, reward(p.values))
+    assert (searcher.n_told, searcher.n_failed) == (20, 5)
+    assert not searcher.pending and not getattr(searcher, "playing", {})
+    assert 0 < searcher.best_reward <= 1
+    searcher.ask()  # and it goes on

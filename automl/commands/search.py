@@ -28,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
         summary = run_search(config, on_progress=progress.update)
     console = Console()
     console.print(leaderboard_table(summary))
+    if summary["converged"]:
+        console.print(
+            f"the searcher converged: it proposed {config.max_duplicates} children in a row "
+            f"that were already trained, so the search stopped after {summary['trained']} of "
+            f"{config.trials} children"
+        )
     best = summary["best"]
     if best:
         console.print(
@@ -65,7 +71,8 @@ class ProgressLine:
         if not self.bar.live.is_started:
             self.bar.start()
         best = loop.best()
-        status = f"running {loop.running}" + (f"  best UAR {best.dev_uar:.4f}" if best else "")
+        status = f"running {loop.running}" + (f"  cached {loop.cached}" if loop.cached else "")
+        status += f"  best UAR {best.dev_uar:.4f}" if best else ""
         self.bar.update(self.task, completed=loop.completed, status=status)
 
     def __exit__(self, *exc: object) -> None:
@@ -74,7 +81,7 @@ class ProgressLine:
 
 def leaderboard_table(summary: dict[str, Any], top: int = 10) -> Table:
     table = Table(
-        title=f"Leaderboard ({summary['searcher']}, {len(summary['trials'])} children, "
+        title=f"Leaderboard ({summary['searcher']}, {summary['trained']} children, "
         f"{summary['wall_seconds']:.0f} s)"
     )
     for column in ("rank", "trial", "dev UAR", "architecture", "params", "seconds", "MLflow run"):

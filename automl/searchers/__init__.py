@@ -20,6 +20,8 @@ SEARCHERS: dict[str, str] = {
     "random": "automl.searchers.random:RandomSearcher",
     "evolution": "automl.searchers.evolution:EvolutionSearcher",
     "tpe": "automl.searchers.tpe:TPESearcher",
+    "qlearning": "automl.searchers.qlearning:QLearningSearcher",
+    "dqn": "automl.searchers.dqn:DQNSearcher",
 }
 
 

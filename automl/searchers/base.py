@@ -14,6 +14,11 @@ The life of a proposal, which is all a new searcher's author needs to know:
    * ``tell(id, reward, Status.PARTIAL)``: the child was stopped early; ``reward`` is
      the best it reached so far, an underestimate of what it would have reached.
 
+   ``repeated=True`` says the proposal was a child already trained, told its earlier
+   result again (it used no budget): a searcher may weigh it as a new sample of its
+   policy (REINFORCE, TPE, evolution) or skip it (the value-based RL searchers, whose
+   memory holds each child once). Schedules over the search count ``n_fresh``.
+
 3. ``state_dict()`` / ``load_state_dict()`` save and restore everything (a resumed
    search continues as if it never stopped). The state holds plain containers,
    numbers, strings and tensors, so ``torch.save`` writes it and
@@ -78,6 +83,13 @@ class Searcher(ABC):
         self.best_reward = float("-inf")
         self.n_told = 0
         self.n_failed = 0
+        self.n_repeated = 0
+        self.budget: int | None = None
+
+    def set_budget(self, children: int) -> None:
+        """How many children the search will train. An optional hook: searchers that
+        schedule their exploration over the search (the RL searchers) read it."""
+        self.budget = children
 
     def ask(self) -> Proposal:
         proposal = Proposal(self.next_id, self._propose())
@@ -86,7 +98,11 @@ class Searcher(ABC):
         return proposal
 
     def tell(
-        self, proposal_id: int, reward: float | None, status: Status = Status.COMPLETE
+        self,
+        proposal_id: int,
+        reward: float | None,
+        status: Status = Status.COMPLETE,
+        repeated: bool = False,
     ) -> dict[str, float]:
         """Report how a proposal went; returns metrics worth logging (empty unless the
         searcher updated itself)."""
@@ -94,18 +110,24 @@ class Searcher(ABC):
             raise ValueError(f"a {status} proposal needs {'no' if reward is None else 'a'} reward")
         proposal = Proposal(proposal_id, self.pending.pop(proposal_id))
         self.n_told += 1
+        self.n_repeated += repeated
         if status is Status.FAILED:
             self.n_failed += 1
         elif status is Status.COMPLETE:
             self.best_reward = max(self.best_reward, float(reward))
-        return self._observe(proposal, reward, status)
+        return self._observe(proposal, reward, status, repeated)
+
+    @property
+    def n_fresh(self) -> int:
+        """Results of children trained for this search (not repeated ones)."""
+        return self.n_told - self.n_repeated
 
     @abstractmethod
     def _propose(self) -> dict[str, Any]: ...
 
     @abstractmethod
     def _observe(
-        self, proposal: Proposal, reward: float | None, status: Status
+        self, proposal: Proposal, reward: float | None, status: Status, repeated: bool
     ) -> dict[str, float]: ...
 
     def random_values(self) -> dict[str, Any]:
@@ -123,6 +145,7 @@ class Searcher(ABC):
             "best_reward": self.best_reward,
             "n_told": self.n_told,
             "n_failed": self.n_failed,
+            "n_repeated": self.n_repeated,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -137,6 +160,7 @@ class Searcher(ABC):
         self.best_reward = state["best_reward"]
         self.n_told = state["n_told"]
         self.n_failed = state["n_failed"]
+        self.n_repeated = state["n_repeated"]
         self.pending = {}
 
     def check_compatible(self, state: dict[str, Any]) -> None:

@@ -58,7 +58,7 @@ class EvolutionSearcher(Searcher):
         return child
 
     def _observe(
-        self, proposal: Proposal, reward: float | None, status: Status
+        self, proposal: Proposal, reward: float | None, status: Status, repeated: bool
     ) -> dict[str, float]:
         if status is Status.FAILED:
             return {}

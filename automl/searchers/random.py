@@ -16,6 +16,6 @@ class RandomSearcher(Searcher):
         return self.random_values()
 
     def _observe(
-        self, proposal: Proposal, reward: float | None, status: Status
+        self, proposal: Proposal, reward: float | None, status: Status, repeated: bool
     ) -> dict[str, float]:
         return {}

@@ -31,15 +31,19 @@ class ReinforceConfig:
     embedding: int = 32  # width of each choice's embedding (the next step's input)
     lr: float = 0.01  # Adam's learning rate
     batch_size: int = 4  # finished children per update
-    baseline_decay: float = 0.8  # of the moving-average baseline
-    entropy_weight: float = 0.01  # bonus that keeps the policy exploring
+    baseline_decay: float = 0.8  # of the moving-average baseline (and reward scale)
+    normalize_advantage: bool = False  # divide R - b by the running std of rewards
+    epochs: int = 1  # gradient passes per batch (PPO-style, ratios clipped)
+    clip: float = 0.2  # PPO's clipping of pi_new / pi_sampled
+    entropy_weight: float = 0.01  # bonus that keeps the policy exploring...
+    entropy_decay: bool = False  # ...decayed linearly to 0 over the budget
     failure_reward: float = 0.0  # what a failed child teaches the controller
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.hidden < 1 or self.embedding < 1 or self.lr <= 0:
-            raise ValueError("batch_size, hidden, embedding and lr must be positive")
-        if not 0 <= self.baseline_decay < 1:
-            raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if min(self.batch_size, self.hidden, self.embedding, self.epochs) < 1 or self.lr <= 0:
+            raise ValueError("batch_size, hidden, embedding, epochs and lr must be positive")
+        if not 0 <= self.baseline_decay < 1 or self.clip <= 0:
+            raise ValueError("baseline_decay must be in [0, 1) and clip positive")
 
 
 class ControllerNet(nn.Module):
@@ -93,45 +97,59 @@ class ReinforceSearcher(Searcher):
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
         self.generator = torch.Generator().manual_seed(seed)
         self.baseline: float | None = None
-        self.buffer: list[tuple[list[int], float]] = []
+        self.reward_var = 0.0  # running variance of rewards around the baseline
+        self.sampled: dict[int, float] = {}  # proposal id -> its log-probability when sampled
+        self.buffer: list[tuple[list[int], float, float]] = []  # actions, reward, log-prob
         self.updates = 0
 
     @torch.no_grad()
     def _propose(self) -> dict[str, Any]:
-        actions, _, _ = self.net(None, generator=self.generator)
-        return self.space.values_from_indices(actions[0].tolist())
+        actions, log_probs, _ = self.net(None, generator=self.generator)
+        values = self.space.values_from_indices(actions[0].tolist())
+        active = torch.tensor(self.space.active_mask(values), dtype=torch.float32)
+        self.sampled[self.next_id] = float((log_probs[0] * active).sum())
+        return values
 
     def _observe(
-        self, proposal: Proposal, reward: float | None, status: Status
+        self, proposal: Proposal, reward: float | None, status: Status, repeated: bool
     ) -> dict[str, float]:
         if status is Status.FAILED:
             reward = self.config.failure_reward
-        self.buffer.append((self.space.indices_from_values(proposal.values), float(reward)))
+        indices = self.space.indices_from_values(proposal.values)
+        self.buffer.append((indices, float(reward), self.sampled.pop(proposal.id)))
         if len(self.buffer) < self.config.batch_size:
             return {}
         return self._update()
 
     def _update(self) -> dict[str, float]:
-        actions = torch.tensor([a for a, _ in self.buffer])
-        rewards = torch.tensor([r for _, r in self.buffer])
+        c = self.config
+        actions = torch.tensor([a for a, _, _ in self.buffer])
+        rewards = torch.tensor([r for _, r, _ in self.buffer])
+        sampled = torch.tensor([lp for _, _, lp in self.buffer])
         active = torch.tensor(
-            [self.space.active_mask(self.space.values_from_indices(a)) for a, _ in self.buffer],
+            [self.space.active_mask(self.space.values_from_indices(a)) for a, _, _ in self.buffer],
             dtype=torch.float32,
         )
         self.buffer = []
         mean = float(rewards.mean())
-        decay = self.config.baseline_decay
         baseline = mean if self.baseline is None else self.baseline
-        _, log_probs, entropies = self.net(actions)
         advantage = rewards - baseline
-        entropy = (entropies * active).sum(1).mean()
-        loss = (
-            -(advantage * (log_probs * active).sum(1)).mean() - self.config.entropy_weight * entropy
+        self.reward_var = c.baseline_decay * self.reward_var + (1 - c.baseline_decay) * float(
+            (advantage**2).mean()
         )
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        self.baseline = decay * baseline + (1 - decay) * mean
+        if c.normalize_advantage:  # a dev-UAR spread of 0.02 must not leave the entropy to rule
+            advantage = advantage / (self.reward_var**0.5 + 1e-8)
+        weight = c.entropy_weight * (self._remaining() if c.entropy_decay else 1.0)
+        for _ in range(c.epochs):
+            _, log_probs, entropies = self.net(actions)
+            ratio = torch.exp((log_probs * active).sum(1) - sampled)
+            clipped = torch.clamp(ratio, 1 - c.clip, 1 + c.clip)
+            entropy = (entropies * active).sum(1).mean()
+            loss = -torch.min(ratio * advantage, clipped * advantage).mean() - weight * entropy
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        self.baseline = c.baseline_decay * baseline + (1 - c.baseline_decay) * mean
         self.updates += 1
         return {
             "controller/mean_reward": mean,
@@ -142,6 +160,10 @@ class ReinforceSearcher(Searcher):
             "controller/updates": self.updates,
         }
 
+    def _remaining(self) -> float:
+        """Share of the budget still to come (1 when the search did not say its budget)."""
+        return max(0.0, 1 - self.n_fresh / self.budget) if self.budget else 1.0
+
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
@@ -149,7 +171,8 @@ class ReinforceSearcher(Searcher):
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "baseline": self.baseline,
-            "buffer": [[a, r] for a, r in self.buffer],
+            "reward_var": self.reward_var,
+            "buffer": [[a, r, lp] for a, r, lp in self.buffer],
             "updates": self.updates,
         }
 
@@ -159,5 +182,7 @@ class ReinforceSearcher(Searcher):
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.baseline = state["baseline"]
-        self.buffer = [(list(a), r) for a, r in state["buffer"]]
+        self.reward_var = state["reward_var"]
+        self.buffer = [(list(a), r, lp) for a, r, lp in state["buffer"]]
+        self.sampled = {}
         self.updates = state["updates"]

@@ -54,7 +54,7 @@ class TPESearcher(Searcher):
         return values
 
     def _observe(
-        self, proposal: Proposal, reward: float | None, status: Status
+        self, proposal: Proposal, reward: float | None, status: Status, repeated: bool
     ) -> dict[str, float]:
         trial = self.trials.pop(proposal.id)
         if status is Status.FAILED:

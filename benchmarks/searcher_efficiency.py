@@ -1,0 +1,208 @@
+"""How fast each searcher finds good children, replayed on a tabular benchmark.
+
+Every searcher runs real searches through the project's own ``SearchLoop`` (duplicates,
+budget and asynchrony as in ``automl search``), but training a child is a lookup in a
+table built by ``benchmarks/nas_table.py``: one of the child's trained seeds, drawn at
+random (the noise a real search meets), returned after the table's training seconds on
+a simulated clock, so with ``--workers 4`` results come back in the order real children
+would finish. A 100-child search costs milliseconds to seconds.
+
+Per searcher and concurrency, over ``--seeds`` searches: the mean best-so-far curve (the
+table's mean test UAR of the child with the best dev UAR found so far) with a 95%
+interval; the mean number of children to reach random search's mean best at the full
+budget; the share of searches that trained a top-1% child (by the table's mean dev UAR).
+Writes JSON and a PNG plot under ``benchmarks/results/``.
+
+    python benchmarks/searcher_efficiency.py benchmarks/data/digits_gru.json --seeds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from nas_table import Table
+
+from automl.children import arch_key
+from automl.search import SearchLoop
+from automl.searchers import SEARCHERS, make_searcher
+from automl.space import load_space
+from runtime.files import write_json
+
+_TABLES: dict[str, tuple[Table, Any]] = {}
+
+
+def _table(path: str) -> tuple[Table, Any]:
+    if path not in _TABLES:
+        torch.set_num_threads(1)  # one per process: pool processes must not oversubscribe
+        table = Table.load(Path(path))
+        _TABLES[path] = (table, load_space(json.loads(Path(path).read_text())["space"]))
+    return _TABLES[path]
+
+
+def replay(job: tuple[str, str, int, int, int, dict[str, Any]]) -> dict[str, Any]:
+    """One search of ``budget`` children with ``workers`` in flight; its best-so-far curve."""
+    path, name, seed, workers, budget, options = job
+    table, space = _table(path)
+    index = {k: i for i, k in enumerate(table.keys)}
+    dev_mean, test_mean = table.dev.mean(1), table.test.mean(1)
+    top1 = np.quantile(dev_mean, 0.99)
+    loop = SearchLoop(make_searcher(name, space, seed, **options), space, budget, ("table",))
+    rng = np.random.default_rng([seed, workers, 2018])
+    running: list[tuple[float, int, int, float]] = []
+    clock, best_dev, best_test, curve, found_top = 0.0, -np.inf, np.nan, [], False
+    started = time.perf_counter()
+    while True:
+        while len(running) < workers and (record := loop.next_child()) is not None:
+            i = index[arch_key(record.architecture)]
+            s = rng.integers(table.dev.shape[1])
+            heapq.heappush(running, (clock + table.seconds[i, s], record.trial, i, table.dev[i, s]))
+        if not running:
+            break
+        clock, trial, i, dev = heapq.heappop(running)
+        loop.child_finished(trial, float(dev), 0.0)
+        if dev > best_dev:
+            best_dev, best_test = dev, test_mean[i]
+        curve.append(best_test)
+        found_top = found_top or dev_mean[i] >= top1
+    curve += [curve[-1]] * (budget - len(curve))  # a converged search keeps its best
+    return {
+        "searcher": name,
+        "seed": seed,
+        "workers": workers,
+        "curve": curve,
+        "found_top1": found_top,
+        "cached": loop.cached,
+        "converged": loop.converged,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def summarise(runs: list[dict[str, Any]], budget: int) -> dict[str, Any]:
+    """Per (searcher, workers): mean curve with 95% interval, children to reach random's best."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["searcher"], run["workers"]), []).append(run)
+    out: dict[str, Any] = {}
+    for (name, workers), group in sorted(groups.items()):
+        curves = np.array([r["curve"] for r in group])
+        half = 1.96 * curves.std(0, ddof=1) / np.sqrt(len(curves))
+        out[f"{name}@{workers}"] = {
+            "searcher": name,
+            "workers": workers,
+            "seeds": len(group),
+            "mean": curves.mean(0).tolist(),
+            "ci95": half.tolist(),
+            "found_top1_share": float(np.mean([r["found_top1"] for r in group])),
+            "cached_mean": float(np.mean([r["cached"] for r in group])),
+            "seconds_mean": float(np.mean([r["seconds"] for r in group])),
+            "_curves": curves,
+        }
+    for row in out.values():
+        target = out[f"random@{row['workers']}"]["mean"][budget - 1]
+        reached = [int(np.argmax(c >= target)) + 1 if (c >= target).any() else None
+                   for c in row.pop("_curves")]  # fmt: skip
+        row["random_best_at_budget"] = target
+        row["reached_random_best_share"] = float(np.mean([r is not None for r in reached]))
+        row["children_to_random_best"] = float(np.mean([r or budget for r in reached]))
+    return out
+
+
+def print_table(summary: dict[str, Any], budget: int) -> None:
+    marks = [m for m in (25, 50, budget) if m <= budget]
+    head = " ".join(f"{'best@' + str(m):>15}" for m in marks)
+    print(f"{'searcher':>12} {'workers':>7} {head} {'to random':>10} {'reach':>6} {'top1%':>6}")
+    for row in summary.values():
+        cells = " ".join(
+            f"{row['mean'][m - 1]:.4f}+-{row['ci95'][m - 1]:.4f}".rjust(15) for m in marks
+        )
+        print(
+            f"{row['searcher']:>12} {row['workers']:>7} {cells} "
+            f"{row['children_to_random_best']:10.1f} {row['reached_random_best_share']:6.0%} "
+            f"{row['found_top1_share']:6.0%}"
+        )
+
+
+def plot(summary: dict[str, Any], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workers = sorted({row["workers"] for row in summary.values()})
+    fig, axes = plt.subplots(1, len(workers), figsize=(6 * len(workers), 4.5), squeeze=False)
+    for ax, w in zip(axes[0], workers, strict=True):
+        for row in summary.values():
+            if row["workers"] != w:
+                continue
+            mean, half = np.array(row["mean"]), np.array(row["ci95"])
+            x = np.arange(1, len(mean) + 1)
+            ax.plot(x, mean, label=row["searcher"])
+            ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+        ax.set_title(f"{title}: {w} in flight")
+        ax.set_xlabel("children trained")
+        ax.set_ylabel("test UAR of the best-dev child so far")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("table", type=Path)
+    parser.add_argument("--searchers", nargs="+", default=list(SEARCHERS))
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--opt", action="append", default=[], metavar="SEARCHER:KEY=VALUE",
+        help="a searcher option, e.g. qlearning:alpha=0.2 (for ablations)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/...)")
+    args = parser.parse_args()
+    options: dict[str, dict[str, Any]] = {}
+    for item in args.opt:
+        name, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        options.setdefault(name, {})[key] = json.loads(value)
+    names = sorted(set(args.searchers) | {"random"}, key=list(SEARCHERS).index)
+    jobs = [
+        (str(args.table), name, seed, w, args.budget, options.get(name, {}))
+        for name in names
+        for w in args.workers
+        for seed in range(args.seeds)
+    ]
+    started = time.time()
+    with ProcessPoolExecutor(args.processes) as pool:
+        runs = list(pool.map(replay, jobs, chunksize=4))
+    summary = summarise(runs, args.budget)
+    table, _ = _table(str(args.table))
+    print(f"{table.name}: {table.summary()}")
+    print_table(summary, args.budget)
+    out = args.out or Path("benchmarks/results") / f"searcher_efficiency_{table.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "searcher_efficiency",
+        "table": str(args.table),
+        "table_summary": table.summary(),
+        "budget": args.budget,
+        "options": options,
+        "wall_seconds": time.time() - started,
+        "results": summary,
+    }
+    write_json(out, result)
+    plot(summary, out.with_suffix(".png"), table.name)
+    print(f"written to {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
