@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 from ray import tune
 from ray.tune.search import Searcher as TuneSearcher
+from ray.tune.stopper import Stopper
 
+from automl.children import build_model, count_parameters
 from automl.data.dataset import Dataset, Split
 from automl.search import SearchLoop
-from automl.train import TrainConfig, train_child
+from automl.train import EpochStats, TrainConfig, train_child
 from runtime import tracking
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 
@@ -49,19 +51,20 @@ def child_trainable(
 
     def work(handle: Trial) -> Outcome:
         data = _poisoned(dataset) if handle.fault == "nan" else dataset
-        result = train_child(
-            arch,
-            data,
-            train_config,
-            lambda s: handle.log(
-                s.epoch,
-                {
-                    "epoch_dev_uar": s.dev_uar,
-                    "train_loss": s.train_loss,
-                    "epoch_seconds": s.seconds,
-                },
-            ),
-        )
+        n_params = count_parameters(build_model(arch, data.n_features, data.n_classes))
+        epochs = train_config.epochs or arch["hparams"]["epochs"]
+        best = -1.0
+
+        def on_epoch(s: EpochStats) -> None:
+            nonlocal best
+            best = max(best, s.dev_uar)
+            metrics = {"epoch_dev_uar": s.dev_uar, "train_loss": s.train_loss}
+            handle.log(s.epoch, {**metrics, "epoch_seconds": s.seconds})
+            if s.epoch < epochs:  # what an early-stopping scheduler (or the deadline) decides
+                # on; the last epoch's is the final result (a scheduler stops a trial at max_t)
+                handle.report({METRIC: best, "epoch": s.epoch, "n_params": n_params})
+
+        result = train_child(arch, data, train_config, on_epoch)
         metrics = {
             METRIC: result.dev_uar,
             "n_params": result.n_params,
@@ -70,7 +73,7 @@ def child_trainable(
             "latency_ms": result.latency_ms,
         }
         artifacts = {"weights.pt": result.state_dict, "architecture.json": result.architecture}
-        return Outcome(metrics, artifacts, {"epoch": result.epochs})
+        return Outcome(metrics, artifacts, {"epoch": len(result.history)})
 
     run_trial(
         context,
@@ -97,10 +100,15 @@ class LoopSearcher(TuneSearcher):
         loop: SearchLoop,
         parent: tracking.ParentRun | None,
         on_change: Callable[[], None] | None = None,
+        stop_reason: str = "stopped early",
+        stop_at: float | None = None,
     ) -> None:
         super().__init__(metric=METRIC, mode="max")
         self.loop, self.parent, self.on_change = loop, parent, on_change
+        self.stop_reason = stop_reason  # why Tune stopped a child, unless the deadline did
+        self.stop_at = stop_at  # when the deadline's stopper stops children still running
         self.trials: dict[str, int] = {}
+        self.last: dict[str, dict[str, Any]] = {}  # latest intermediate result per trial
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         record = self.loop.next_child()
@@ -110,15 +118,18 @@ class LoopSearcher(TuneSearcher):
         self.trials[trial_id] = record.trial
         return {"trial": record.trial, "architecture": record.architecture}
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.last[trial_id] = result
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         trial = self.trials.pop(trial_id)
-        record = self.loop.by_trial[trial]
-        seconds = time.time() - record.started
-        result = result or {}
+        result = result or self.last.get(trial_id) or {}
+        self.last.pop(trial_id, None)
+        seconds = time.time() - self.loop.by_trial[trial].started
         run_id = result.get(RUN_ID)
-        if error or not result.get(FINISHED):
+        if error:
             if self.parent:  # the dead worker could not close its run
                 tracking.close_abandoned(self.parent, trial)
             self.loop.child_failed(
@@ -126,11 +137,34 @@ class LoopSearcher(TuneSearcher):
             )
         elif result.get(FAILED):
             self.loop.child_failed(trial, result[ERROR], seconds, run_id)
-        else:
+        elif result.get(FINISHED):
+            costs = {k: result[k] for k in ("n_params", "latency_ms")}
             self.loop.child_finished(
-                trial, float(result[METRIC]), seconds, run_id, int(result["n_params"])
+                trial, float(result[METRIC]), seconds, run_id, **costs, epochs=result["epoch"]
             )
+        else:
+            self._stopped(trial, result, seconds)
         self._changed()
+
+    def _stopped(self, trial: int, result: dict[str, Any], seconds: float) -> None:
+        """Tune stopped it (a scheduler, the deadline): recorded as stopped, with the best
+        dev UAR it reached, as a partial result."""
+        if self.stop_at is not None and time.time() >= self.stop_at:
+            self.loop.out_of_time = True
+        reason = "stopped at the time budget" if self.loop.out_of_time else self.stop_reason
+        reached, epoch, run_id = result.get(METRIC), result.get("epoch", 0), result.get(RUN_ID)
+        if self.parent:
+            metrics = {} if reached is None else {METRIC: reached, "epochs_trained": epoch}
+            outcome = f"{reason} after epoch {epoch}"
+            run_id = tracking.close_stopped(self.parent, trial, metrics, outcome) or run_id
+        costs = {"n_params": result.get("n_params"), "epochs": epoch}
+        self.loop.child_stopped(trial, reached, seconds, reason, run_id, **costs)
+
+    def settle_stopped(self) -> None:
+        """Children Tune stopped when it ended the experiment (the deadline's backstop)
+        without telling the searcher: settle them from their last results."""
+        for trial_id in list(self.trials):
+            self.on_trial_complete(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to add to Tune's checkpoint: the search saves its own state file
@@ -155,21 +189,28 @@ def run_on_ray(
     storage: Path,
     retries: int = 2,
     on_change: Callable[[], None] | None = None,
+    early_stop: EarlyStop | None = None,
+    stop_at: float | None = None,
 ) -> None:
     """Train the loop's children on Ray until its budget is spent (inside
     :func:`runtime.ray_cluster.ray_session`).
 
-    A child whose worker dies is started again up to ``retries`` times."""
+    A child whose worker dies is started again up to ``retries`` times. ``early_stop``:
+    the scheduler that stops hopeless children; ``stop_at``: when children still running
+    after the deadline are stopped (the deadline plus its grace)."""
     trainable = tune.with_resources(
         tune.with_parameters(
             child_trainable, dataset=dataset, context=context, train_config=train_config
         ),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
     )
+    early_stop = early_stop or EarlyStop()
+    searcher = LoopSearcher(loop, context.parent, on_change, early_stop.reason, stop_at)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=LoopSearcher(loop, context.parent, on_change),
+            search_alg=searcher,
+            scheduler=early_stop.scheduler(),
             num_samples=loop.budget,
             max_concurrent_trials=resources.workers,
             reuse_actors=True,
@@ -177,9 +218,53 @@ def run_on_ray(
         run_config=tune.RunConfig(
             name=f"search-{int(time.time())}",
             verbose=0,
+            stop=_Deadline(stop_at) if stop_at else None,
             storage_path=str(storage.resolve()),
             failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     tuner.fit()
+    searcher.settle_stopped()
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stopping hopeless children (multi-fidelity): ``asha`` is Ray Tune's asynchronous
+    successive halving (ASHA): at rungs of ``grace``, ``grace * 3``, ... epochs, a child
+    whose best dev UAR so far is outside the top third of its rung stops. ``median`` stops a
+    child whose best dev UAR so far is below the median of the others at the same epoch."""
+
+    rule: str = "none"  # none | asha | median
+    max_epochs: int = 10
+    grace: int = 1  # epochs every child trains before it may be stopped
+
+    @property
+    def reason(self) -> str:
+        return f"stopped early ({self.rule})"
+
+    def scheduler(self) -> Any:
+        from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
+
+        common = {"time_attr": "epoch", "metric": METRIC, "mode": "max"}
+        if self.rule == "asha":
+            return AsyncHyperBandScheduler(
+                **common, max_t=self.max_epochs, grace_period=self.grace, reduction_factor=3
+            )
+        if self.rule == "median":
+            return MedianStoppingRule(**common, grace_period=self.grace, min_samples_required=3)
+        return FIFOScheduler()
+
+
+class _Deadline(Stopper):
+    """Stops every child still running once ``stop_at`` (a time.time()) has passed: each at
+    its next epoch's report, and all at once (``stop_all``) for those between reports."""
+
+    def __init__(self, stop_at: float) -> None:
+        self.stop_at = stop_at
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return time.time() >= self.stop_at
+
+    def stop_all(self) -> bool:
+        return time.time() >= self.stop_at

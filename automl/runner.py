@@ -26,9 +26,11 @@ from typing import Any
 
 import torch
 
+from automl.children.arch import HPARAM_DEFAULTS
 from automl.data.dataset import Dataset
-from automl.execution import METRIC, Resources, run_on_ray
-from automl.search import SearchLoop
+from automl.execution import METRIC, EarlyStop, Resources, run_on_ray
+from automl.objective import Objective, pareto_front
+from automl.search import DONE, SearchLoop
 from automl.search_config import SearchConfig
 from automl.searchers import Searcher, searcher_class
 from automl.space import SearchSpace, load_space
@@ -43,7 +45,8 @@ from runtime.trial import TrialContext
 STATE_FILE = "search_state.pt"
 #: what must match for --resume to continue a search (trials may grow); the searcher's
 #: own state checks its kind, its options and the space
-RESUME_KEYS = ("data", "seed", "epochs", "frontend", "task")
+RESUME_KEYS = ("data", "seed", "epochs", "frontend", "task", "objective", "target")
+GRACE_SHARE, GRACE_MIN = 0.1, 10.0  # children running at the deadline: 10% more, >= 10 s
 
 
 def run_search(
@@ -52,6 +55,7 @@ def run_search(
     """Run (or resume) the search; returns the JSON summary (also written to ``config.json``)."""
     space = _load_space(config)
     searcher = _make_searcher(config, space)
+    objective = _objective(config)
     json_path = check_writable(Path(config.json), "--json") if config.json else None
     faults = FaultPlan.from_env(config.folder)
     saved = _load_state(config, searcher) if config.resume else None
@@ -84,6 +88,8 @@ def run_search(
             (dataset.fingerprint, config.seed),
             lambda metrics, step: tracking.log_parent_metrics(parent, metrics, step),
             config.max_duplicates,
+            start + config.time_budget if config.time_budget else None,
+            objective,
         )
         if saved:
             loop.restore(saved["records"])
@@ -105,15 +111,19 @@ def run_search(
                 config.folder / "ray",
                 config.retries,
                 _on_change(loop, parent, save_state, on_progress),
+                _early_stop(config, space),
+                _stop_at(config, loop.deadline),
             )
             status = "FINISHED"
         finally:
             save_state()
             summary = make_summary(config, loop, parent, time.time() - start)
             files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
-            tracking.finish_parent(parent, files, status)
+            tracking.finish_parent(parent, files, status, {"automl.ended": loop.ended})
             if json_path:
                 write_json(json_path, summary)
+    # Ray is down: a run a worker opened after its child was stopped cannot stay RUNNING
+    tracking.close_abandoned(parent)
     return summary
 
 
@@ -126,6 +136,28 @@ def _load_space(config: SearchConfig) -> SearchSpace:
     if any(d.name == "epochs" for d in space.decisions):
         raise UserError(f"--epochs: the space {config.space} searches over epochs itself")
     return space.with_fixed(epochs=config.epochs)
+
+
+def _objective(config: SearchConfig) -> Objective:
+    try:
+        return Objective(config.objective, config.target)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _early_stop(config: SearchConfig, space: SearchSpace) -> EarlyStop:
+    """The rule, with the epochs the longest child trains (its rungs' end)."""
+    epochs = [d.choices for d in space.decisions if d.name == "epochs"]
+    longest = max(epochs[0]) if epochs else space.fixed.get("epochs", HPARAM_DEFAULTS["epochs"])
+    grace = config.grace_epochs or max(1, longest // 4)
+    return EarlyStop(config.early_stop, longest, grace)
+
+
+def _stop_at(config: SearchConfig, deadline: float | None) -> float | None:
+    """When children still running after the deadline stop: the deadline plus its grace."""
+    if deadline is None:
+        return None
+    return deadline + max(GRACE_MIN, GRACE_SHARE * config.time_budget)
 
 
 def _make_searcher(config: SearchConfig, space: SearchSpace) -> Searcher:
@@ -230,6 +262,7 @@ def _orphans(parent: tracking.ParentRun, known_trials: set[int]) -> list[dict[st
                 "dev_uar": metrics.get(METRIC),
                 "n_params": int(metrics.get("n_params", 0)),
                 "seconds": (run.info.end_time - run.info.start_time) / 1000,
+                "latency_ms": metrics.get("latency_ms"),
                 "mlflow_run_id": run.info.run_id,
             }
         )
@@ -265,8 +298,13 @@ def make_summary(
     config: SearchConfig, loop: SearchLoop, parent: tracking.ParentRun, wall_seconds: float
 ) -> dict[str, Any]:
     best = loop.best()
+    finished = [r.to_json() for r in loop.records if r.status == DONE and r.duplicate_of is None]
     return {
         "searcher": config.searcher,
+        "ended": loop.ended,
+        "time_budget": config.time_budget,
+        "objective": config.objective,
+        "target": config.target,
         "searcher_options": asdict(loop.searcher.config),
         "space": config.space,
         "data": config.data,
@@ -282,7 +320,15 @@ def make_summary(
             "trial": best.trial,
             "architecture": best.architecture,
             "dev_uar": best.dev_uar,
+            "reward": best.reward,
             "mlflow_run_id": best.mlflow_run_id,
+        },
+        "pareto": {
+            cost: [
+                {k: r[k] for k in ("trial", "dev_uar", cost, "mlflow_run_id")}
+                for r in pareto_front(finished, cost)
+            ]
+            for cost in ("n_params", "latency_ms")
         },
         "parent_run_id": parent.parent_run_id,
         "experiment_id": parent.experiment_id,

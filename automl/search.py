@@ -5,7 +5,10 @@ children (same architecture, hyperparameters, data and seed) so none is trained 
 feeds rewards back to the searcher and keeps the record that becomes the JSON summary.
 The budget counts children actually trained: a duplicate is told its original's result
 again (free information for the searcher) without using budget, and ``max_duplicates``
-duplicates in a row end the search as converged rather than spinning.
+duplicates in a row end the search as converged rather than spinning. A ``deadline``
+(the time budget) ends it too: no child starts after it. A child stopped early (by an
+early-stopping scheduler or the deadline) is told as a partial result. The reward is the
+search's :class:`~automl.objective.Objective` of the child's dev UAR and costs.
 It knows nothing of Ray or MLflow: :mod:`automl.execution` drives it, and callbacks
 report searcher updates and progress to tracking and display.
 """
@@ -18,10 +21,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from automl.children import arch_key
+from automl.objective import Objective
 from automl.searchers import Searcher, Status
 from automl.space import SearchSpace
 
-RUNNING, DONE, CACHED, FAILED = "running", "done", "cached", "failed"
+RUNNING, DONE, CACHED, FAILED, STOPPED = "running", "done", "cached", "failed", "stopped"
 
 
 @dataclass
@@ -35,7 +39,10 @@ class TrialRecord:
     seconds: float | None = None
     mlflow_run_id: str | None = None
     n_params: int | None = None
-    error: str | None = None
+    latency_ms: float | None = None
+    epochs: int | None = None  # epochs it trained (fewer than asked when stopped early)
+    reward: float | None = None  # the objective of its dev UAR and costs
+    error: str | None = None  # why it failed, or why it was stopped
     adopted: bool = False  # finished after the driver died; the searcher never saw it
     duplicate_of: int | None = None  # the trial that trained this child, when a duplicate
     started: float = field(default_factory=time.time)
@@ -58,6 +65,8 @@ class SearchLoop:
         identity: tuple[Any, ...],
         on_update: Callable[[dict[str, float], int], None] | None = None,
         max_duplicates: int = 50,
+        deadline: float | None = None,
+        objective: Objective | None = None,
     ) -> None:
         self.searcher, self.space, self.budget = searcher, space, budget
         searcher.set_budget(budget)
@@ -74,11 +83,17 @@ class SearchLoop:
         self.max_duplicates = max_duplicates
         self.duplicates_in_a_row = 0
         self.converged = False  # the searcher kept proposing children it already had
+        self.deadline = deadline  # time.time() after which no child starts
+        self.out_of_time = False
+        self.objective = objective or Objective()
 
     def next_child(self) -> TrialRecord | None:
         """The next child to train, or None once the budget is handed out (or the searcher
         has converged: ``max_duplicates`` proposals in a row were children it already had)."""
         while self.trained < self.budget:
+            if self.deadline is not None and time.time() >= self.deadline:
+                self.out_of_time = True
+                return None
             if self.duplicates_in_a_row >= self.max_duplicates:
                 self.converged = True
                 return None
@@ -118,6 +133,7 @@ class SearchLoop:
                     "key": arch_key(o["architecture"], *self.identity),
                     "status": DONE,
                     "adopted": True,
+                    "reward": self.objective.reward(o["dev_uar"], o),
                 }
                 for o in orphans
             ]
@@ -128,7 +144,7 @@ class SearchLoop:
         for row in rows:
             record = TrialRecord(**row)
             self._add(record)
-            if record.status == DONE:
+            if record.status in (DONE, STOPPED):
                 self.finished[record.key] = record
         self.next_trial = max([self.next_trial, *(int(r["trial"]) + 1 for r in rows)])
 
@@ -138,12 +154,29 @@ class SearchLoop:
         dev_uar: float,
         seconds: float,
         mlflow_run_id: str | None = None,
-        n_params: int | None = None,
+        **costs: Any,
     ) -> None:
+        """``costs``: ``n_params``, ``latency_ms``, ``epochs`` as the child reported them."""
         record = self.by_trial[trial]
         record.status, record.dev_uar, record.seconds = DONE, dev_uar, seconds
-        record.mlflow_run_id, record.n_params = mlflow_run_id, n_params
-        self._settle(record)
+        record.mlflow_run_id = mlflow_run_id
+        self._settle(record, **costs)
+
+    def child_stopped(
+        self,
+        trial: int,
+        dev_uar: float | None,
+        seconds: float,
+        reason: str,
+        mlflow_run_id: str | None = None,
+        **costs: Any,
+    ) -> None:
+        """Stopped before its epochs were done; ``dev_uar``: the best it reached (None when
+        stopped before its first epoch ended: the searcher hears of it as a failure)."""
+        record = self.by_trial[trial]
+        record.status, record.dev_uar, record.seconds = STOPPED, dev_uar, seconds
+        record.error, record.mlflow_run_id = reason, mlflow_run_id
+        self._settle(record, **costs)
 
     def child_failed(
         self, trial: int, error: str, seconds: float, mlflow_run_id: str | None = None
@@ -153,9 +186,13 @@ class SearchLoop:
         record.error, record.mlflow_run_id = error, mlflow_run_id
         self._settle(record)
 
-    def _settle(self, record: TrialRecord) -> None:
+    def _settle(self, record: TrialRecord, **costs: Any) -> None:
+        for name, value in costs.items():
+            setattr(record, name, value)
+        if record.dev_uar is not None:
+            record.reward = self.objective.reward(record.dev_uar, costs)
         self.in_flight.pop(record.key, None)
-        if record.status == DONE:
+        if record.status in (DONE, STOPPED):  # a child stopped early is not trained again
             self.finished[record.key] = record
         self._tell(record)
         for duplicate in self.waiting.pop(record.key, []):
@@ -163,20 +200,19 @@ class SearchLoop:
 
     def _copy_result(self, record: TrialRecord, source: TrialRecord) -> None:
         record.status = CACHED if source.status == DONE else source.status
-        record.dev_uar, record.seconds = source.dev_uar, 0.0
-        record.mlflow_run_id, record.n_params, record.error = (
-            source.mlflow_run_id,
-            source.n_params,
-            source.error,
-        )
+        record.seconds = 0.0
+        for name in ("dev_uar", "reward", "mlflow_run_id", "n_params", "latency_ms", "epochs"):
+            setattr(record, name, getattr(source, name))
+        record.error = source.error
         self._tell(record)
 
     def _tell(self, record: TrialRecord) -> None:
         repeated = record.duplicate_of is not None
-        if record.status == FAILED:
-            metrics = self.searcher.tell(record.proposal_id, None, Status.FAILED, repeated)
+        if record.reward is None:
+            status = Status.FAILED
         else:
-            metrics = self.searcher.tell(record.proposal_id, record.dev_uar, repeated=repeated)
+            status = Status.PARTIAL if record.status == STOPPED else Status.COMPLETE
+        metrics = self.searcher.tell(record.proposal_id, record.reward, status, repeated)
         if metrics and self.on_update is not None:
             self.updates += 1
             self.on_update(metrics, self.updates)
@@ -204,6 +240,15 @@ class SearchLoop:
     def cached(self) -> int:
         return sum(r.duplicate_of is not None for r in self.records)
 
+    @property
+    def ended(self) -> str:
+        """Why the search ended (or will): its children, its time, or its searcher."""
+        if self.out_of_time:
+            return "time budget"
+        return "converged" if self.converged else "trials"
+
     def best(self) -> TrialRecord | None:
+        """The finished child with the highest reward (a child stopped early is not a
+        candidate: it was not trained to the end)."""
         done = [r for r in self.records if r.status == DONE]
-        return max(done, key=lambda r: r.dev_uar) if done else None
+        return max(done, key=lambda r: r.reward) if done else None

@@ -10,10 +10,12 @@ from pathlib import Path
 from automl.data.prepare import DataOptions
 from automl.searchers import SEARCHERS
 from runtime.cli import (
+    duration,
     non_negative_float,
     non_negative_int,
     option,
     overrides_option,
+    positive_float,
     positive_int,
 )
 
@@ -49,6 +51,43 @@ class SearchConfig(DataOptions):
         default=None,
         metadata=option(
             "training epochs per child (default: the space's, else 10)", type=positive_int
+        ),
+    )
+    early_stop: str = field(
+        default="none",
+        metadata=option(
+            "stop hopeless children early: asha (successive halving), median, or none",
+            choices=["none", "asha", "median"],
+        ),
+    )
+    grace_epochs: int | None = field(
+        default=None,
+        metadata=option(
+            "epochs every child trains before --early-stop may stop it "
+            "(default: a quarter of the epochs, at least 1)",
+            type=positive_int,
+        ),
+    )
+    time_budget: float | None = field(
+        default=None,
+        metadata=option(
+            "no child starts after this long (90s, 15m, 2h); children still running get 10%% "
+            "more (at least 10 s), then stop. Whichever of --trials and this comes first",
+            type=duration,
+        ),
+    )
+    objective: str = field(
+        default="uar",
+        metadata=option(
+            "the reward: dev UAR, or dev UAR traded against latency or parameters (MnasNet)",
+            choices=["uar", "uar-latency", "uar-params"],
+        ),
+    )
+    target: float | None = field(
+        default=None,
+        metadata=option(
+            "the cost --objective trades against: milliseconds (uar-latency) or parameters",
+            type=positive_float,
         ),
     )
     workers: int = field(default=1, metadata=option("children trained at once", type=positive_int))

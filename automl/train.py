@@ -19,6 +19,14 @@ from torch import nn
 from automl.children import build_model, count_parameters, normalize
 from automl.data.dataset import Dataset, Split
 from automl.metrics import uar
+from automl.recipe import (
+    Precision,
+    class_weights,
+    length_batches,
+    make_optimizer,
+    make_schedule,
+    steps_per_epoch,
+)
 from runtime.cli import option, positive_int
 
 EVAL_BATCH = 256
@@ -99,21 +107,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
-    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    return cls(params, lr=lr, weight_decay=weight_decay)
-
-
-def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights (mean 1 over present classes), for imbalanced corpora."""
-    counts = torch.bincount(labels, minlength=n_classes).float()
-    return torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0)
-
-
 def train_child(
     architecture: dict[str, Any],
     data: Dataset,
@@ -133,18 +126,20 @@ def train_child(
 
     model = build_model(arch, data.n_features, data.n_classes).to(device)
     optimizer = make_optimizer(hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"])
+    total_steps = epochs * steps_per_epoch(len(train.labels), hp["batch_size"])
+    schedule = make_schedule(hp["schedule"], optimizer, hp["lr"], total_steps)
     weights = (
         class_weights(train.labels, data.n_classes).to(device) if hp["class_weighted"] else None
     )
     loss_fn = nn.CrossEntropyLoss(weight=weights)
-    amp = _Precision(device)
+    amp = Precision(device)
     shuffle = torch.Generator().manual_seed(config.seed)
 
     best_uar, best_epoch, best_state, history = -1.0, 0, None, []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
-        loss = _train_epoch(model, train, hp, optimizer, loss_fn, amp, device, shuffle)
+        loss = _train_epoch(model, train, hp, optimizer, schedule, loss_fn, amp, device, shuffle)
         if not np.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} in epoch {epoch}")
         dev_uar = uar(dev.labels.numpy(), predict(model, dev, device, amp))
@@ -155,6 +150,8 @@ def train_child(
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if on_epoch is not None:
             on_epoch(stats)
+        if _plateaued(epoch, best_epoch, epochs, hp["patience"]):
+            break
     train_seconds = time.perf_counter() - start
 
     model.load_state_dict(best_state)
@@ -172,12 +169,13 @@ def train_child(
     )
 
 
-def _train_epoch(model, data: Padded, hp, optimizer, loss_fn, amp, device, generator) -> float:
-    """One pass over shuffled mini-batches; returns the mean training loss."""
+def _train_epoch(
+    model, data: Padded, hp, optimizer, schedule, loss_fn, amp, device, generator
+) -> float:
+    """One pass over shuffled, length-bucketed mini-batches; returns the mean training loss."""
     model.train()
-    order = torch.randperm(len(data.labels), generator=generator)
     total, seen = torch.zeros((), device=device), 0
-    for idx in order.split(hp["batch_size"]):
+    for idx in length_batches(data.lengths, hp["batch_size"], generator):
         x, lengths, y = data.batch(idx, device)
         with amp.autocast():
             loss = loss_fn(model(x, lengths).float(), y)
@@ -187,9 +185,17 @@ def _train_epoch(model, data: Padded, hp, optimizer, loss_fn, amp, device, gener
             amp.unscale(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
         amp.step(optimizer)
+        if schedule is not None:
+            schedule.step()
         total += loss.detach() * len(idx)
         seen += len(idx)
     return float(total) / seen
+
+
+def _plateaued(epoch: int, best_epoch: int, epochs: int, patience: int) -> bool:
+    """Stop when dev UAR has not improved for ``patience`` epochs (0: never), once past half
+    of the epochs: before that the schedule is still at a high learning rate."""
+    return patience > 0 and epoch > epochs // 2 and epoch - best_epoch >= patience
 
 
 def split_uar(
@@ -209,21 +215,22 @@ def split_uar(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, data: Padded, device: torch.device, amp: _Precision | None = None
+    model: nn.Module, data: Padded, device: torch.device, amp: Precision | None = None
 ) -> np.ndarray:
     """Class indices for every utterance of ``data`` (evaluation mode, large batches)."""
     model.eval()
-    amp = amp or _Precision(device)
-    out = []
-    for idx in torch.arange(len(data.labels)).split(EVAL_BATCH):
+    amp = amp or Precision(device)
+    order = torch.argsort(data.lengths)  # similar lengths together: little padding
+    predicted = torch.empty(len(order), dtype=torch.int64)
+    for idx in order.split(EVAL_BATCH):
         x, lengths, _ = data.batch(idx, device)
         with amp.autocast():
-            out.append(model(x, lengths).argmax(-1).cpu())
-    return torch.cat(out).numpy()
+            predicted[idx] = model(x, lengths).argmax(-1).cpu()
+    return predicted.numpy()
 
 
 @torch.no_grad()
-def _latency_ms(model: nn.Module, data: Padded, device: torch.device, amp: _Precision) -> float:
+def _latency_ms(model: nn.Module, data: Padded, device: torch.device, amp: Precision) -> float:
     """Median wall time of classifying one utterance (batch of one), as deployed."""
     model.eval()
     times = []
@@ -236,34 +243,3 @@ def _latency_ms(model: nn.Module, data: Padded, device: torch.device, amp: _Prec
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1000)
-
-
-class _Precision:
-    """Mixed precision on CUDA (bf16, or fp16 with a gradient scaler), plain fp32 elsewhere."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.enabled = device.type == "cuda"
-        self.dtype = (
-            torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
-        )
-        self.scaler = (
-            torch.amp.GradScaler("cuda") if self.enabled and self.dtype == torch.float16 else None
-        )
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-
-    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler:
-            self.scaler.unscale_(optimizer)
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            optimizer.step()

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from automl.children import arch_key
+from automl.children import arch_key, normalize
+from automl.children.arch import HPARAM_DEFAULTS
 from automl.space import SearchSpace, load_space
 from runtime.files import write_json
 
@@ -157,13 +158,14 @@ class Table:
     @classmethod
     def load(cls, path: Path) -> Table:
         raw = _read(path)
+        space = load_space(raw["space"])
         children = sorted(raw["children"].values(), key=lambda c: c["key"])
         n = min(len(c["seeds"]) for c in children)
 
         def column(name: str) -> np.ndarray:
             return np.array([c[name][:n] for c in children])
 
-        keys = [c["key"] for c in children]
+        keys = [arch_key(_as_built(c["architecture"], space)) for c in children]
         return cls(
             raw["benchmark"], keys, column("dev_uar"), column("test_uar"), column("train_seconds")
         )
@@ -180,6 +182,16 @@ class Table:
             "dev_test_spearman": float(_spearman(dev, test)),
             "seed_noise_dev_std": float(self.dev.std(1, ddof=1).mean()),
         }
+
+
+def _as_built(arch: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """A stored architecture in this code's canonical form: fields it lacks (the format
+    grew since the table was built) take the values its space file pins, which are the
+    ones the table was built with, so it keys like the space's own children."""
+    pinned = {k: v for k, v in space.fixed.items() if k not in arch}
+    hparams = {**{k: v for k, v in pinned.items() if k in HPARAM_DEFAULTS}, **arch["hparams"]}
+    fields = {k: v for k, v in pinned.items() if k not in HPARAM_DEFAULTS}
+    return normalize({**arch, **fields, "hparams": hparams})
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

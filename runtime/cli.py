@@ -60,6 +60,26 @@ def non_negative_float(text: str) -> float:
     return _number(text, float, 0.0, "a number >= 0")
 
 
+def positive_float(text: str) -> float:
+    value = _number(text, float, 0.0, "a number > 0")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def duration(text: str) -> float:
+    """``90s``, ``15m``, ``2h`` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 15m or 2h, got {text!r}")
+    return seconds
+
+
 def _number(text: str, kind: type, minimum: float, what: str) -> Any:
     try:
         value = kind(text)

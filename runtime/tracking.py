@@ -150,6 +150,27 @@ def finished_children(parent: ParentRun) -> list[Any]:
     return retry(lambda: mlflow.search_runs([parent.experiment_id], query))
 
 
+def close_stopped(
+    parent: ParentRun, trial: int, metrics: dict[str, float], outcome: str
+) -> str | None:
+    """A trial its job stopped early (a scheduler, a deadline): what it reached, why it
+    stopped (tag ``automl.outcome``), and status KILLED: stopped, not failed. Returns its
+    run id (None when its run was closed already)."""
+    from mlflow.entities import Metric
+
+    mlflow = client(parent.uri)
+    now = int(time.time() * 1000)
+    final = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    query = _children_query(parent, "RUNNING", trial)
+    run_id = None
+    for run in retry(lambda: mlflow.search_runs([parent.experiment_id], query)):
+        run_id = run.info.run_id
+        retry(lambda run_id=run_id: mlflow.log_batch(run_id, metrics=final))
+        retry(lambda run_id=run_id: mlflow.set_tag(run_id, "automl.outcome", outcome))
+        retry(lambda run_id=run_id: mlflow.set_terminated(run_id, status="KILLED"))
+    return run_id
+
+
 def log_parent_metrics(parent: ParentRun, metrics: dict[str, float], step: int) -> None:
     from mlflow.entities import Metric
 
@@ -159,10 +180,16 @@ def log_parent_metrics(parent: ParentRun, metrics: dict[str, float], step: int) 
 
 
 def finish_parent(
-    parent: ParentRun, files: dict[str, Any] | None = None, status: str = "FINISHED"
+    parent: ParentRun,
+    files: dict[str, Any] | None = None,
+    status: str = "FINISHED",
+    tags: dict[str, str] | None = None,
 ) -> None:
-    """Attach ``files`` (name -> JSON-able payload, or tensors for ``.pt``) and close the run."""
+    """Attach ``files`` (name -> JSON-able payload, or tensors for ``.pt``) and ``tags``, and
+    close the run."""
     mlflow = client(parent.uri)
+    for key, value in (tags or {}).items():
+        retry(lambda key=key, value=value: mlflow.set_tag(parent.parent_run_id, key, value))
     if files:
         with tempfile.TemporaryDirectory() as tmp:
             _write_files(Path(tmp), files)
@@ -212,9 +239,9 @@ class ChildRun:
         now = int(time.time() * 1000)
         self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self.buffer:
             batch, self.buffer = self.buffer, []
             retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
@@ -229,7 +256,7 @@ class ChildRun:
 
         if retry(lambda: self.client.get_run(self.run_id)).info.status == "KILLED":
             return False
-        self._flush()
+        self.flush()
         now = int(time.time() * 1000)
         final = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         retry(lambda: self.client.log_batch(self.run_id, metrics=final))
@@ -241,6 +268,6 @@ class ChildRun:
         return True
 
     def fail(self, error: str) -> None:
-        self._flush()
+        self.flush()
         retry(lambda: self.client.set_tag(self.run_id, "automl.error", error[:5000]))
         retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))

@@ -6,8 +6,9 @@ the work a :class:`Trial` to log live metrics and report intermediate results to
 records an exception as a FAILED run (reported to Tune as a failure, not raised, so the
 job goes on), and finishes the run with the outcome's metrics and artifacts.
 
-Only a dead worker process reaches Tune as an error; Tune retries it. The result keys
-below are what the driver reads back (``on_trial_complete``).
+Only a dead worker process reaches Tune as an error; Tune retries it. A trial Tune stops
+early ends without a ``finished`` result; the driver closes its run as stopped. The
+result keys below are what the driver reads back (``on_trial_complete``).
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def run_trial(
     except Exception as exc:  # the trial's own failure: recorded, and the job goes on
         _report_failure(context, trial, f"{type(exc).__name__}: {exc}")
         return
+    except SystemExit:  # Tune stopped the trial (a scheduler, a deadline): its report raised
+        if run:  # the curves so far reach the store; the driver closes the run as stopped
+            run.flush()
+        raise
     if run and not run.finish(outcome.metrics, outcome.artifacts):
         _report_failure(context, trial, "abandoned: its job was resumed elsewhere", record=False)
         return

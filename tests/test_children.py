@@ -16,8 +16,14 @@ def test_short_form_is_accepted_and_defaults_filled():
     arch = normalize(
         {"family": "rnn", "cell": "gru", "layers": [{"units": 64, "activation": "tanh"}]}
     )
-    assert arch["bidirectional"] is False
-    assert arch["hparams"]["lr"] == 1e-3 and arch["hparams"]["optimizer"] == "adam"
+    assert arch["bidirectional"] is False and arch["pooling"] == "stats"
+    hp = arch["hparams"]
+    assert (hp["lr"], hp["optimizer"], hp["schedule"], hp["patience"]) == (
+        0.01,
+        "adam",
+        "onecycle",
+        5,
+    )
 
 
 def test_hyperparameters_beside_or_inside_and_zero_unit_layers_dropped():

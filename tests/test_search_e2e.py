@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -236,3 +237,83 @@ def test_rl_searchers_run_a_real_search(tmp_path, local_ray, searcher):
     assert state["name"] == searcher and state["n_told"] == len(summary["trials"])
     space = load_space(tmp_path / "space.yaml").with_fixed(epochs=2)  # as --epochs 2 fixed it
     make_searcher(searcher, space, 0).load_state_dict(state)  # fits its space and options
+
+
+DIGITS_SPACE = """\
+family: rnn
+fixed: {cell: gru, batch_size: 64}
+choices: {lr: [0.0003, 0.003, 0.03]}
+layers: {count: 2, min: 1, units: [0, 8, 32], activation: [tanh, relu]}
+"""
+
+
+def _digits_search(tmp_path: Path, *extra: str) -> tuple[int, dict]:
+    (tmp_path / "digits.yaml").write_text(DIGITS_SPACE)
+    out = tmp_path / "summary.json"
+    argv = [
+        *("search", "--data", "digits", "--space", str(tmp_path / "digits.yaml")),
+        *("--storage", str(tmp_path / "runs"), "--json", str(out), "--seed", "0"),
+        *("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *extra),
+    ]
+    return main(argv), json.loads(out.read_text()) if out.exists() else {}
+
+
+def test_asha_stops_hopeless_children_and_the_objective_trades_off_parameters(tmp_path, local_ray):
+    """One child at a time (so the rungs decide the same way every run): children behind
+    their rung stop after epoch 1, recorded as stopped, told to the searcher as partial."""
+    code, summary = _digits_search(
+        tmp_path,
+        *("--searcher", "random", "--trials", "8", "--epochs", "3", "--workers", "1"),
+        *("--early-stop", "asha", "--grace-epochs", "1"),
+        *("--objective", "uar-params", "--target", "2000"),
+    )
+    assert code == 0 and summary["trained"] == 8
+    stopped = [t for t in summary["trials"] if t["status"] == "stopped"]
+    done = [t for t in summary["trials"] if t["status"] == "done"]
+    assert stopped and done
+    client = MlflowClient(summary["tracking_uri"])
+    for t in stopped:
+        assert t["error"] == "stopped early (asha)" and t["epochs"] == 1
+        run = client.get_run(t["mlflow_run_id"])
+        assert run.info.status == "KILLED"  # stopped, not failed
+        assert run.data.tags["automl.outcome"] == "stopped early (asha) after epoch 1"
+        assert run.data.metrics["dev_uar"] == pytest.approx(t["dev_uar"])
+    for t in done:
+        assert t["epochs"] == 3
+        assert t["reward"] == pytest.approx(t["dev_uar"] * (t["n_params"] / 2000) ** -0.07)
+    assert summary["best"]["reward"] == max(t["reward"] for t in done)
+    front = summary["pareto"]["n_params"]
+    assert front and all(a["n_params"] < b["n_params"] for a, b in itertools.pairwise(front))
+    state = torch.load(
+        client.download_artifacts(summary["parent_run_id"], "searcher_state.pt", str(tmp_path)),
+        weights_only=True,
+    )
+    assert state["n_told"] == len(summary["trials"])
+
+
+def test_a_time_budget_ends_the_search_on_time_and_resume_extends_it(tmp_path, local_ray):
+    args = [
+        *("--searcher", "random", "--trials", "100", "--epochs", "400", "--workers", "2"),
+        *("--experiment", "budget"),
+    ]
+    started = time.time()
+    code, first = _digits_search(tmp_path, *args, "--time-budget", "8s")
+    assert code == 0 and first["ended"] == "time budget"
+    assert time.time() - started < 8 + 10 + 15  # the deadline, its grace, and start-up
+    stopped = [t for t in first["trials"] if t["status"] == "stopped"]
+    assert stopped and all(t["error"] == "stopped at the time budget" for t in stopped)
+    client = MlflowClient(first["tracking_uri"])
+    assert client.get_run(first["parent_run_id"]).data.tags["automl.ended"] == "time budget"
+    for t in stopped:
+        if t["mlflow_run_id"] is None:  # stopped before its worker had started it
+            continue
+        run = client.get_run(t["mlflow_run_id"])
+        assert run.info.status == "KILLED"
+        assert run.data.tags["automl.outcome"].startswith("stopped at the time budget")
+    runs = client.search_runs([first["experiment_id"]])
+    assert "RUNNING" not in {r.info.status for r in runs}
+
+    code, resumed = _digits_search(tmp_path, *args, "--time-budget", "30s", "--resume")
+    assert code == 0 and resumed["ended"] == "time budget"
+    assert resumed["parent_run_id"] == first["parent_run_id"]
+    assert resumed["trained"] > first["trained"]

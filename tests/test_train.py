@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import recall_score
@@ -64,7 +65,8 @@ def test_trainer_learns_digits_and_keeps_best_epoch(digits):
     ],
 )
 def test_other_families_learn(digits, arch):
-    assert train_child(arch, digits, TrainConfig(epochs=3, seed=0)).dev_uar > 0.7
+    """Five epochs: the one-cycle schedule spends its first third warming up."""
+    assert train_child(arch, digits, TrainConfig(epochs=5, seed=0)).dev_uar > 0.7
 
 
 def test_same_seed_same_result_other_seed_differs(digits):
@@ -134,3 +136,63 @@ def test_train_command_user_errors(tmp_path, capsys, monkeypatch, argv, message)
     assert main(["train", "--data", "digits", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# -- the recipe: length-bucketed batches, schedules, early stop on a plateau ------------
+
+
+def test_length_batches_cover_every_utterance_once_with_little_padding():
+    from automl.recipe import length_batches
+
+    lengths = torch.from_numpy(np.random.default_rng(0).integers(10, 500, size=1000))
+    generator = torch.Generator().manual_seed(0)
+    epochs = [length_batches(lengths, 32, generator) for _ in range(2)]
+    for batches in epochs:
+        assert len(batches) == -(-1000 // 32)
+        assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    assert not torch.equal(torch.cat(epochs[0]), torch.cat(epochs[1]))  # reshuffled
+    padded = sum(int(lengths[b].max()) * len(b) for b in epochs[0])
+    shuffled = torch.randperm(1000, generator=generator).split(32)
+    padded_shuffled = sum(int(lengths[b].max()) * len(b) for b in shuffled)
+    assert padded < 0.75 * padded_shuffled, (padded, padded_shuffled)
+
+
+@pytest.mark.parametrize("name", ["onecycle", "cosine"])
+def test_schedules_warm_up_then_anneal(name):
+    from automl.recipe import make_schedule
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    schedule = make_schedule(name, optimizer, 0.01, total_steps=100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    peak = int(np.argmax(rates))
+    assert 0 < peak < 40 and max(rates) == pytest.approx(0.01, rel=0.05)
+    assert rates[0] < 0.5 * max(rates) and rates[-1] < 0.05 * max(rates)
+
+
+def test_a_plateau_stops_training_in_the_second_half_and_keeps_the_best_epoch():
+    data = load_dataset("digits")
+    arch = {
+        **{"family": "rnn", "layers": [{"units": 8}], "epochs": 10, "patience": 2},
+        **{"lr": 1e-9, "schedule": "constant"},  # nothing is learnt: no epoch beats the first
+    }
+    result = train_child(arch, data, TrainConfig(seed=0))
+    assert [h.epoch for h in result.history] == [1, 2, 3, 4, 5, 6]  # past half, 2 flat epochs
+    assert result.best_epoch == 1 and result.dev_uar == result.history[0].dev_uar
+    assert result.architecture["hparams"]["patience"] == 2
+
+
+def test_fused_layers_run_in_full_precision_under_bf16_autocast():
+    """bf16 autocast has no loss scaler, so the fused RNN must not run in fp16 there."""
+    from automl.children.rnn import FusedLayer
+
+    layer = FusedLayer("gru", 8, 16, bidirectional=True)
+    x, lengths = torch.randn(3, 5, 8, requires_grad=True), torch.tensor([5, 3, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, last = layer(torch.nn.functional.linear(x, torch.eye(8)), lengths)
+    assert out.dtype == last.dtype == torch.float32
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -22,7 +22,7 @@ ACTIVATIONS = ("tanh", "relu", "sigmoid")
 CELLS = ("gru", "lstm")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 HPARAM_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
+    "lr": 1e-2,  # the peak of the one-cycle schedule
     "batch_size": 32,
     "dropout": 0.0,
     "weight_decay": 0.0,
@@ -30,8 +30,12 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam",
     "class_weighted": False,
     "grad_clip": 5.0,
+    "schedule": "onecycle",  # learning rate over training: constant, cosine, onecycle
+    "patience": 5,  # stop after this many epochs without a better dev UAR (0: never)
 }
-RNN_KEYS = {"family", "cell", "layers", "bidirectional", "hparams"}
+SCHEDULES = ("constant", "cosine", "onecycle")
+RNN_KEYS = {"family", "cell", "layers", "bidirectional", "pooling", "hparams"}
+POOLINGS = ("last", "mean", "stats")
 CNN_KEYS = {"family", "blocks", "dense", "hparams"}
 MAX_RNN_LAYERS = 5
 
@@ -97,6 +101,7 @@ def _rnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         "family": "rnn",
         "cell": cell,
         "bidirectional": _bool(raw.get("bidirectional", False), f"{where}.bidirectional"),
+        "pooling": _choice(raw.get("pooling", "stats"), POOLINGS, f"{where}.pooling"),
         "layers": layers,
     }
 
@@ -148,6 +153,8 @@ def _hparams(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         "optimizer": _choice(hp["optimizer"], OPTIMIZERS, f"{at}.optimizer"),
         "class_weighted": _bool(hp["class_weighted"], f"{at}.class_weighted"),
         "grad_clip": _float(hp["grad_clip"], f"{at}.grad_clip", low=0.0),
+        "schedule": _choice(hp["schedule"], SCHEDULES, f"{at}.schedule"),
+        "patience": _int(hp["patience"], f"{at}.patience", minimum=0),
     }
 
 

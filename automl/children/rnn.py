@@ -10,6 +10,8 @@ Padding never leaks into the state: packed sequences or a per-step mask keep it 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -18,7 +20,11 @@ ACTIVATION_FNS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmo
 
 
 class FusedLayer(nn.Module):
-    """A tanh GRU/LSTM layer on cuDNN/oneDNN kernels via packed sequences."""
+    """A tanh GRU/LSTM layer on cuDNN/oneDNN kernels via packed sequences.
+
+    Under bf16 autocast it runs in fp32: autocast would run the cuDNN RNN in fp16, and the
+    bf16 path has no loss scaler to keep fp16 gradients from underflowing. (The fp16 path
+    has one, so there the layer stays in fp16.)"""
 
     def __init__(self, cell: str, n_in: int, units: int, bidirectional: bool) -> None:
         super().__init__()
@@ -26,8 +32,12 @@ class FusedLayer(nn.Module):
         self.rnn = rnn_cls(n_in, units, batch_first=True, bidirectional=bidirectional)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, hidden = self.rnn(packed)
+        kind = x.device.type
+        bf16 = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
+        with torch.autocast(kind, enabled=False) if bf16 else contextlib.nullcontext():
+            x = x.float() if bf16 else x
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, hidden = self.rnn(packed)
         h_n = hidden[0] if isinstance(hidden, tuple) else hidden
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out, torch.cat(list(h_n), dim=-1)
@@ -111,10 +121,13 @@ def _gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class RNNClassifier(nn.Module):
-    """Stacked recurrent layers; the last layer's final state feeds a linear head.
+    """Stacked recurrent layers, then a pooling over time into a linear head.
 
-    With no layer at all (every width 0), the head sees the masked mean of the input:
-    the smallest model the reference space can describe.
+    ``pooling``: ``last``, the last layer's final state; ``mean``, its outputs averaged
+    over the valid steps; ``stats``, their mean and standard deviation (statistics
+    pooling, as x-vector speaker and paralinguistic models use). With no layer at all
+    (every width 0) the input itself is pooled: the smallest model the reference space
+    can describe (``last`` then means ``mean``).
     """
 
     def __init__(self, arch: dict, n_features: int, n_classes: int) -> None:
@@ -132,17 +145,26 @@ class RNNClassifier(nn.Module):
                 )
             n_in = spec["units"] * directions
         self.layers = nn.ModuleList(layers)
+        self.pooling = arch["pooling"] if layers or arch["pooling"] != "last" else "mean"
         self.dropout = nn.Dropout(arch["hparams"]["dropout"])
-        self.head = nn.Linear(n_in, n_classes)
+        self.head = nn.Linear(n_in * (2 if self.pooling == "stats" else 1), n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if not self.layers:
-            mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(
-                x.dtype
-            )
-            return self.head((x * mask[..., None]).sum(1) / lengths[:, None].to(x.dtype))
-        summary = x
+        last = x
         for layer in self.layers:
-            x, summary = layer(x, lengths)
+            x, last = layer(x, lengths)
             x = self.dropout(x)
-        return self.head(self.dropout(summary))
+        if self.pooling == "last":
+            return self.head(self.dropout(last))
+        return self.head(self.dropout(_pool(x, lengths, self.pooling == "stats")))
+
+
+def _pool(x: torch.Tensor, lengths: torch.Tensor, with_std: bool) -> torch.Tensor:
+    """Mean (and standard deviation) over each sequence's valid steps."""
+    mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+    count = lengths[:, None].to(x.dtype)
+    mean = (x * mask[..., None]).sum(1) / count
+    if not with_std:
+        return mean
+    var = (((x - mean[:, None]) * mask[..., None]) ** 2).sum(1) / count
+    return torch.cat([mean, var.clamp_min(1e-8).sqrt()], dim=-1)

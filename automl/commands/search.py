@@ -28,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
         summary = run_search(config, on_progress=progress.update)
     console = Console()
     console.print(leaderboard_table(summary))
+    if summary["ended"] == "time budget":
+        console.print(
+            f"the search ended on time: {summary['trained']} children trained within "
+            f"{config.time_budget:.0f} s; children still running then were stopped "
+            "(status 'stopped'); --resume with a larger --time-budget continues it"
+        )
     if summary["converged"]:
         console.print(
             f"the searcher converged: it proposed {config.max_duplicates} children in a row "

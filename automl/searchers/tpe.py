@@ -4,7 +4,9 @@ Decisions are asked define-by-run in space order, so a decision that is inactive
 (the activation of an absent layer) is simply never suggested and TPE models only
 what matters. A failed child is told to Optuna as a FAIL trial, so TPE never takes it
 for a result. The state is the list of told trials; restoring replays them into a fresh
-study, which is how Optuna itself moves trials between studies.
+study, which is how Optuna itself moves trials between studies. A child stopped early is
+a PRUNED trial with its partial reward as an intermediate value, as Optuna's own pruners
+leave one; TPE ranks such trials below the completed ones.
 """
 
 from __future__ import annotations
@@ -59,15 +61,20 @@ class TPESearcher(Searcher):
         trial = self.trials.pop(proposal.id)
         if status is Status.FAILED:
             self.study.tell(trial, state=TrialState.FAIL)
+        elif status is Status.PARTIAL:  # as Optuna's pruners leave a trial: its value so far
+            trial.report(reward, step=0)
+            self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, reward)
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        told = [t for t in self.study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+        told = [t for t in self.study.trials if t.state != TrialState.RUNNING]
         return {
             **super().state_dict(),
-            "trials": [[dict(t.params), t.value, t.state.name] for t in told],
+            "trials": [
+                [dict(t.params), t.value, t.state.name, t.intermediate_values.get(0)] for t in told
+            ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -75,12 +82,16 @@ class TPESearcher(Searcher):
         self.study = self._new_study(self.seed + self.next_id)  # a fresh stream after restore
         self.trials = {}
         choices = {d.name: list(d.choices) for d in self.space.decisions}
-        for params, value, trial_state in state["trials"]:
+        for params, value, trial_state, partial in state["trials"]:
             dists = {
                 name: optuna.distributions.CategoricalDistribution(choices[name]) for name in params
             }
             self.study.add_trial(
                 optuna.trial.create_trial(
-                    params=params, distributions=dists, value=value, state=TrialState[trial_state]
+                    params=params,
+                    distributions=dists,
+                    value=value,
+                    state=TrialState[trial_state],
+                    intermediate_values={} if partial is None else {0: partial},
                 )
             )

@@ -1,0 +1,39 @@
+"""The search's objective (MnasNet's soft trade-off) and the Pareto fronts it reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from automl.objective import Objective, pareto_front
+
+
+def test_uar_alone_is_the_default_reward():
+    assert Objective().reward(0.7, {"n_params": 10**6, "latency_ms": 50}) == 0.7
+
+
+def test_the_trade_off_is_mnasnets_soft_constraint():
+    objective = Objective("uar-params", target=1000)
+    assert objective.reward(0.8, {"n_params": 1000}) == pytest.approx(0.8)
+    assert objective.reward(0.8, {"n_params": 2000}) == pytest.approx(0.8 * 2**-0.07)
+    assert objective.reward(0.8, {"n_params": 500}) > 0.8  # under the target: a small bonus
+    latency = Objective("uar-latency", target=10)
+    assert latency.reward(0.8, {"latency_ms": 20}) == pytest.approx(0.8 * 2**-0.07)
+    assert latency.reward(0.8, {"n_params": 5}) == 0.8  # a child stopped early: no latency
+
+
+@pytest.mark.parametrize("kind,target", [("uar-params", None), ("uar-latency", -1.0), ("acc", 1)])
+def test_a_trade_off_needs_a_positive_target_and_a_known_kind(kind, target):
+    with pytest.raises(ValueError):
+        Objective(kind, target)
+
+
+def test_pareto_front_keeps_the_children_no_other_beats_on_both():
+    rows = [
+        {"trial": 0, "dev_uar": 0.60, "n_params": 100},
+        {"trial": 1, "dev_uar": 0.70, "n_params": 300},
+        {"trial": 2, "dev_uar": 0.65, "n_params": 400},  # beaten by 1: better and cheaper
+        {"trial": 3, "dev_uar": 0.80, "n_params": 900},
+        {"trial": 4, "dev_uar": 0.55, "n_params": 100},  # beaten by 0
+        {"trial": 5, "dev_uar": 0.90, "n_params": None},  # no cost known: not ranked
+    ]
+    assert [r["trial"] for r in pareto_front(rows, "n_params")] == [0, 1, 3]
