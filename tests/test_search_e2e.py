@@ -299,7 +299,9 @@ def test_a_time_budget_ends_the_search_on_time_and_resume_extends_it(tmp_path, l
     started = time.time()
     code, first = _digits_search(tmp_path, *args, "--time-budget", "8s")
     assert code == 0 and first["ended"] == "time budget"
-    assert time.time() - started < 8 + 10 + 15  # the deadline, its grace, and start-up
+    # The deadline, its grace, and Ray's start-up (slow on a loaded 2-core machine); without
+    # the budget these children would train for hours.
+    assert time.time() - started < 8 + 10 + 60
     stopped = [t for t in first["trials"] if t["status"] == "stopped"]
     assert stopped and all(t["error"] == "stopped at the time budget" for t in stopped)
     client = MlflowClient(first["tracking_uri"])

@@ -30,7 +30,7 @@ class ReinforceConfig:
     hidden: int = 64  # LSTM width
     embedding: int = 32  # width of each choice's embedding (the next step's input)
     lr: float = 0.01  # Adam's learning rate
-    batch_size: int = 4  # finished children per update
+    batch_size: int = 1  # finished children per update (1: learn from each as it lands)
     baseline_decay: float = 0.8  # of the moving-average baseline (and reward scale)
     normalize_advantage: bool = False  # divide R - b by the running std of rewards
     epochs: int = 1  # gradient passes per batch (PPO-style, ratios clipped)
