@@ -23,7 +23,6 @@ from ray import tune
 from ray.tune.search import Searcher as TuneSearcher
 from ray.tune.stopper import Stopper
 
-from automl.children import build_model, count_parameters
 from automl.data.dataset import Dataset, Split
 from automl.search import SearchLoop
 from automl.train import EpochStats, TrainConfig, train_child
@@ -51,18 +50,15 @@ def child_trainable(
 
     def work(handle: Trial) -> Outcome:
         data = _poisoned(dataset) if handle.fault == "nan" else dataset
-        n_params = count_parameters(build_model(arch, data.n_features, data.n_classes))
         epochs = train_config.epochs or arch["hparams"]["epochs"]
-        best = -1.0
 
         def on_epoch(s: EpochStats) -> None:
-            nonlocal best
-            best = max(best, s.dev_uar)
             metrics = {"epoch_dev_uar": s.dev_uar, "train_loss": s.train_loss}
             handle.log(s.epoch, {**metrics, "epoch_seconds": s.seconds})
             if s.epoch < epochs:  # what an early-stopping scheduler (or the deadline) decides
                 # on; the last epoch's is the final result (a scheduler stops a trial at max_t)
-                handle.report({METRIC: best, "epoch": s.epoch, "n_params": n_params})
+                costs = {"n_params": s.n_params, "latency_ms": s.latency_ms}
+                handle.report({METRIC: s.best_dev_uar, "epoch": s.epoch, **costs})
 
         result = train_child(arch, data, train_config, on_epoch)
         metrics = {
@@ -71,6 +67,7 @@ def child_trainable(
             "best_epoch": result.best_epoch,
             "train_seconds": result.train_seconds,
             "latency_ms": result.latency_ms,
+            "epochs_trained": len(result.history),
         }
         artifacts = {"weights.pt": result.state_dict, "architecture.json": result.architecture}
         return Outcome(metrics, artifacts, {"epoch": len(result.history)})
@@ -153,11 +150,19 @@ class LoopSearcher(TuneSearcher):
             self.loop.out_of_time = True
         reason = "stopped at the time budget" if self.loop.out_of_time else self.stop_reason
         reached, epoch, run_id = result.get(METRIC), result.get("epoch", 0), result.get(RUN_ID)
+        if self.parent and (done := finished_records(self.parent, trial)):
+            # It finished between the deadline and Tune's stop (Tune drops that last result).
+            record = done[trial]
+            costs = {k: record[k] for k in ("n_params", "latency_ms", "epochs")}
+            self.loop.child_finished(
+                trial, record["dev_uar"], seconds, record["mlflow_run_id"], **costs
+            )
+            return
         if self.parent:
             metrics = {} if reached is None else {METRIC: reached, "epochs_trained": epoch}
             outcome = f"{reason} after epoch {epoch}"
             run_id = tracking.close_stopped(self.parent, trial, metrics, outcome) or run_id
-        costs = {"n_params": result.get("n_params"), "epochs": epoch}
+        costs = {k: result.get(k) for k in ("n_params", "latency_ms")} | {"epochs": epoch}
         self.loop.child_stopped(trial, reached, seconds, reason, run_id, **costs)
 
     def settle_stopped(self) -> None:
@@ -225,7 +230,37 @@ def run_on_ray(
         ),
     )
     tuner.fit()
+    if searcher.trials and not (stop_at and time.time() >= stop_at):
+        # Tune returns with children still running only when it caught SIGINT: they were
+        # interrupted, not stopped; their runs are closed and --resume trains them again.
+        if context.parent:
+            tracking.close_abandoned(context.parent)
+        raise KeyboardInterrupt("continue with --resume")
     searcher.settle_stopped()
+
+
+def finished_records(parent: tracking.ParentRun, trial: int | None = None) -> dict[int, dict]:
+    """What the FINISHED child runs of ``parent`` (of one trial, or all) say, by trial: the
+    fields of a trial record. For results the search did not hear of (its driver died, or
+    Tune dropped the last result of a child it was stopping)."""
+    found = {}
+    for run in tracking.finished_children(parent, trial):
+        tags, metrics = run.data.tags, run.data.metrics
+        number = int(tags.get(tracking.TRIAL_TAG, -1))
+        if number < 0 or "automl.architecture" not in tags:
+            continue
+        epochs = metrics.get("epochs_trained")
+        found[number] = {
+            "trial": number,
+            "architecture": json.loads(tags["automl.architecture"]),
+            "dev_uar": metrics.get(METRIC),
+            "n_params": int(metrics.get("n_params", 0)),
+            "seconds": (run.info.end_time - run.info.start_time) / 1000,
+            "latency_ms": metrics.get("latency_ms"),
+            "epochs": None if epochs is None else int(epochs),
+            "mlflow_run_id": run.info.run_id,
+        }
+    return found
 
 
 @dataclass(frozen=True)

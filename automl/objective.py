@@ -27,14 +27,16 @@ class Objective:
             raise ValueError(f"--objective {self.kind}: choose from {', '.join(KINDS)}")
         if self.cost_key and (self.target is None or self.target <= 0):
             raise ValueError(f"--objective {self.kind} needs --target, a cost > 0")
+        if not self.cost_key and self.target is not None:
+            raise ValueError("--target needs --objective uar-latency or uar-params")
 
     @property
     def cost_key(self) -> str | None:
         return KINDS[self.kind]
 
     def reward(self, dev_uar: float, costs: dict[str, Any]) -> float:
-        """The reward of a child; a cost not measured (a child stopped early has no
-        latency yet) leaves its dev UAR as it is."""
+        """The reward of a child (finished, or stopped early: its costs are measured before
+        its first epoch); a cost not measured leaves its dev UAR as it is."""
         cost = costs.get(self.cost_key) if self.cost_key else None
         if cost is None or self.target is None:
             return dev_uar

@@ -28,11 +28,16 @@ def make_schedule(
     name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """Stepped once per batch. ``onecycle``: up to ``lr`` over the first 30% of the steps,
-    then annealed (Smith's one-cycle, which converges in few epochs); ``cosine``: a linear
+    then annealed, momentum (Adam's beta1) cycled against it (Smith's one-cycle, which
+    converges in few epochs; RMSprop keeps its own momentum of 0); ``cosine``: a linear
     warm-up over 5% of the steps, then a cosine decay to 0; ``constant``: ``lr`` throughout."""
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.3
+            optimizer,
+            max_lr=lr,
+            total_steps=total_steps,
+            pct_start=0.3,
+            cycle_momentum=not isinstance(optimizer, torch.optim.RMSprop),
         )
     if name == "cosine":
         warmup = max(1, round(0.05 * total_steps))
@@ -41,7 +46,7 @@ def make_schedule(
             if step < warmup:
                 return (step + 1) / warmup
             return 0.5 * (
-                1 + math.cos(math.pi * min(1.0, (step - warmup) / (total_steps - warmup)))
+                1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup)))
             )
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -13,7 +13,6 @@ MLflow parent run is reused, and the search ends with exactly ``trials`` childre
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import torch
 
 from automl.children.arch import HPARAM_DEFAULTS
 from automl.data.dataset import Dataset
-from automl.execution import METRIC, EarlyStop, Resources, run_on_ray
+from automl.execution import METRIC, EarlyStop, Resources, finished_records, run_on_ray
 from automl.objective import Objective, pareto_front
 from automl.search import DONE, SearchLoop
 from automl.search_config import SearchConfig
@@ -56,6 +55,7 @@ def run_search(
     space = _load_space(config)
     searcher = _make_searcher(config, space)
     objective = _objective(config)
+    early_stop = _early_stop(config, space)
     json_path = check_writable(Path(config.json), "--json") if config.json else None
     faults = FaultPlan.from_env(config.folder)
     saved = _load_state(config, searcher) if config.resume else None
@@ -93,7 +93,8 @@ def run_search(
         )
         if saved:
             loop.restore(saved["records"])
-            loop.adopt(_orphans(parent, set(loop.by_trial)))
+            orphans = finished_records(parent)  # finished after the driver died
+            loop.adopt([r for t, r in orphans.items() if t not in loop.by_trial])
 
         def save_state() -> None:
             _save_state(config, loop, searcher, parent, dataset, time.time() - start)
@@ -111,10 +112,13 @@ def run_search(
                 config.folder / "ray",
                 config.retries,
                 _on_change(loop, parent, save_state, on_progress),
-                _early_stop(config, space),
+                early_stop,
                 _stop_at(config, loop.deadline),
             )
             status = "FINISHED"
+        except KeyboardInterrupt:
+            status, loop.interrupted = "KILLED", True
+            raise
         finally:
             save_state()
             summary = make_summary(config, loop, parent, time.time() - start)
@@ -150,6 +154,11 @@ def _early_stop(config: SearchConfig, space: SearchSpace) -> EarlyStop:
     epochs = [d.choices for d in space.decisions if d.name == "epochs"]
     longest = max(epochs[0]) if epochs else space.fixed.get("epochs", HPARAM_DEFAULTS["epochs"])
     grace = config.grace_epochs or max(1, longest // 4)
+    if config.early_stop != "none" and grace >= longest:
+        raise UserError(
+            f"--grace-epochs {grace}: must be below the epochs children train ({longest}), "
+            "or nothing can be stopped early"
+        )
     return EarlyStop(config.early_stop, longest, grace)
 
 
@@ -246,29 +255,6 @@ def _open_parent(
     )
 
 
-def _orphans(parent: tracking.ParentRun, known_trials: set[int]) -> list[dict[str, Any]]:
-    """Children that finished after their search's driver died: their runs say FINISHED but
-    the search never heard of them. Returned as trial records to adopt."""
-    found = []
-    for run in tracking.finished_children(parent):
-        tags, metrics = run.data.tags, run.data.metrics
-        trial = int(tags.get(tracking.TRIAL_TAG, -1))
-        if trial < 0 or trial in known_trials or "automl.architecture" not in tags:
-            continue
-        found.append(
-            {
-                "trial": trial,
-                "architecture": json.loads(tags["automl.architecture"]),
-                "dev_uar": metrics.get(METRIC),
-                "n_params": int(metrics.get("n_params", 0)),
-                "seconds": (run.info.end_time - run.info.start_time) / 1000,
-                "latency_ms": metrics.get("latency_ms"),
-                "mlflow_run_id": run.info.run_id,
-            }
-        )
-    return found
-
-
 def _on_change(
     loop: SearchLoop,
     parent: tracking.ParentRun,
@@ -285,9 +271,10 @@ def _on_change(
             settled = loop.settled
             save_state()
         best = loop.best()
-        if best is not None and best.dev_uar > best_logged:
-            best_logged = best.dev_uar
-            tracking.log_parent_metrics(parent, {"best_dev_uar": best.dev_uar}, loop.completed)
+        if best is not None and best.reward > best_logged:  # the best by the objective
+            best_logged = best.reward
+            metrics = {"best_reward": best.reward, "best_dev_uar": best.dev_uar}
+            tracking.log_parent_metrics(parent, metrics, loop.completed)
         if on_progress is not None:
             on_progress(loop)
 

@@ -85,6 +85,7 @@ class SearchLoop:
         self.converged = False  # the searcher kept proposing children it already had
         self.deadline = deadline  # time.time() after which no child starts
         self.out_of_time = False
+        self.interrupted = False  # by the user (Ctrl-C): --resume continues it
         self.objective = objective or Objective()
 
     def next_child(self) -> TrialRecord | None:
@@ -144,7 +145,7 @@ class SearchLoop:
         for row in rows:
             record = TrialRecord(**row)
             self._add(record)
-            if record.status in (DONE, STOPPED):
+            if self._reusable(record):
                 self.finished[record.key] = record
         self.next_trial = max([self.next_trial, *(int(r["trial"]) + 1 for r in rows)])
 
@@ -192,11 +193,17 @@ class SearchLoop:
         if record.dev_uar is not None:
             record.reward = self.objective.reward(record.dev_uar, costs)
         self.in_flight.pop(record.key, None)
-        if record.status in (DONE, STOPPED):  # a child stopped early is not trained again
+        if self._reusable(record):
             self.finished[record.key] = record
         self._tell(record)
         for duplicate in self.waiting.pop(record.key, []):
             self._copy_result(duplicate, record)
+
+    @staticmethod
+    def _reusable(record: TrialRecord) -> bool:
+        """A result a duplicate may take: finished, or stopped early after an epoch (a
+        stopped child is not trained again; one stopped before any epoch has no result)."""
+        return record.status == DONE or (record.status == STOPPED and record.dev_uar is not None)
 
     def _copy_result(self, record: TrialRecord, source: TrialRecord) -> None:
         record.status = CACHED if source.status == DONE else source.status
@@ -228,7 +235,7 @@ class SearchLoop:
 
     @property
     def completed(self) -> int:
-        """Trained children that have settled (finished or failed)."""
+        """Trained children that have settled (finished, stopped or failed)."""
         return sum(r.duplicate_of is None and r.status != RUNNING for r in self.records)
 
     @property
@@ -242,7 +249,9 @@ class SearchLoop:
 
     @property
     def ended(self) -> str:
-        """Why the search ended (or will): its children, its time, or its searcher."""
+        """Why the search ended (or will): its children, its time, its searcher, or the user."""
+        if self.interrupted:
+            return "interrupted"
         if self.out_of_time:
             return "time budget"
         return "converged" if self.converged else "trials"

@@ -56,6 +56,9 @@ class EpochStats:
     train_loss: float
     dev_uar: float
     seconds: float
+    best_dev_uar: float  # so far: what a child stopped after this epoch has reached
+    n_params: int  # the costs an objective trades against, known from the first epoch on
+    latency_ms: float
 
 
 @dataclass
@@ -125,6 +128,9 @@ def train_child(
     train, dev = Padded.from_split(data.splits["train"]), Padded.from_split(data.splits["devel"])
 
     model = build_model(arch, data.n_features, data.n_classes).to(device)
+    amp = Precision(device)
+    # Costs do not depend on the weights: measured once, known from the first epoch on.
+    n_params, latency_ms = count_parameters(model), _latency_ms(model, dev, device, amp)
     optimizer = make_optimizer(hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"])
     total_steps = epochs * steps_per_epoch(len(train.labels), hp["batch_size"])
     schedule = make_schedule(hp["schedule"], optimizer, hp["lr"], total_steps)
@@ -132,7 +138,6 @@ def train_child(
         class_weights(train.labels, data.n_classes).to(device) if hp["class_weighted"] else None
     )
     loss_fn = nn.CrossEntropyLoss(weight=weights)
-    amp = Precision(device)
     shuffle = torch.Generator().manual_seed(config.seed)
 
     best_uar, best_epoch, best_state, history = -1.0, 0, None, []
@@ -143,7 +148,10 @@ def train_child(
         if not np.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} in epoch {epoch}")
         dev_uar = uar(dev.labels.numpy(), predict(model, dev, device, amp))
-        stats = EpochStats(epoch, loss, dev_uar, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        stats = EpochStats(
+            epoch, loss, dev_uar, seconds, max(best_uar, dev_uar), n_params, latency_ms
+        )
         history.append(stats)
         if dev_uar > best_uar:
             best_uar, best_epoch = dev_uar, epoch
@@ -160,9 +168,9 @@ def train_child(
         dev_uar=best_uar,
         best_epoch=best_epoch,
         epochs=epochs,
-        n_params=count_parameters(model),
+        n_params=n_params,
         train_seconds=train_seconds,
-        latency_ms=_latency_ms(model, dev, device, amp),
+        latency_ms=latency_ms,
         device=str(device),
         history=history,
         state_dict=best_state,

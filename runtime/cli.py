@@ -40,8 +40,8 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) 
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"{prog}: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

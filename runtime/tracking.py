@@ -143,10 +143,10 @@ def close_abandoned(parent: ParentRun, trial: int | None = None) -> None:
         retry(lambda run=run: mlflow.set_terminated(run.info.run_id, status="KILLED"))
 
 
-def finished_children(parent: ParentRun) -> list[Any]:
-    """The FINISHED nested runs of ``parent`` (MLflow ``Run`` objects)."""
+def finished_children(parent: ParentRun, trial: int | None = None) -> list[Any]:
+    """The FINISHED nested runs of ``parent`` (of one trial, or all; MLflow ``Run`` objects)."""
     mlflow = client(parent.uri)
-    query = _children_query(parent, "FINISHED")
+    query = _children_query(parent, "FINISHED", trial)
     return retry(lambda: mlflow.search_runs([parent.experiment_id], query))
 
 

@@ -101,6 +101,10 @@ def break_corpus(root: Path, case: str) -> None:
         (root / "wav" / "devel_003.wav").write_bytes(b"RIFF not really a wav")
     elif case == "empty-wav":
         sf.write(root / "wav" / "devel_003.wav", tone(300)[:0], RATE)
+    elif case == "non-finite-wav":
+        samples = tone(300).astype("float32")
+        samples[100], samples[200] = np.nan, np.inf
+        sf.write(root / "wav" / "devel_003.wav", samples, RATE, subtype="FLOAT")
     elif case == "one-class":
         lab.write_text(lab.read_text().replace("\thigh", "\tlow"))
     elif case == "class-absent-from-train":

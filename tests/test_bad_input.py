@@ -68,6 +68,7 @@ def _search_args(corpus: Path, space: Path, **options: str) -> list[str]:
         *CORPUS_MISTAKES,
         ("unreadable-wav", "devel_003.wav"),
         ("empty-wav", "devel_003.wav"),
+        ("non-finite-wav", "devel_003.wav: 2 samples are NaN or infinite"),
     ],
 )
 def test_bad_corpus(tmp_path, workdir, automl_cache, capsys, case, message):
@@ -123,6 +124,11 @@ def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):
             {"--searcher": "evolution", "--searcher-opt": "sample=50"},
             "--searcher-opt: need 1 <= sample <= population",
         ),
+        (
+            {"--early-stop": "asha", "--grace-epochs": "3", "--epochs": "3"},
+            "--grace-epochs 3: must be below the epochs children train (3)",
+        ),
+        ({"--target": "1000"}, "--target needs --objective uar-latency or uar-params"),
     ],
 )
 def test_bad_option(tmp_path, workdir, capsys, options, message):
@@ -132,6 +138,19 @@ def test_bad_option(tmp_path, workdir, capsys, options, message):
     code, err = _run(_search_args(corpus, space, **options), capsys)
     _assert_clean_failure(code, err, message)
     assert _files(workdir) == set()
+
+
+def test_a_cache_that_is_a_file_is_refused_before_any_work(tmp_path, workdir, capsys, monkeypatch):
+    """Found before feature extraction (hours on a real corpus), not after it."""
+    corpus = write_compare(tmp_path / "corpus")
+    space = tmp_path / "space.yaml"
+    space.write_text(GOOD_SPACE)
+    cache = tmp_path / "cache-file"
+    cache.write_text("not a folder")
+    monkeypatch.setenv("AUTOML_CACHE", str(cache))
+    code, err = _run(_search_args(corpus, space), capsys)
+    _assert_clean_failure(code, err, f"AUTOML_CACHE {cache}: cannot make the cache folder")
+    assert _files(workdir) == set() and cache.read_text() == "not a folder"
 
 
 def test_a_failed_search_leaves_nothing_that_breaks_the_next(tmp_path, workdir, capsys):

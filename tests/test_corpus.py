@@ -52,6 +52,15 @@ def test_newer_csv_layout(compare_corpus):
     assert len(corpus.partitions["devel"]) == 8 and corpus.classes == ["high", "low"]
 
 
+def test_label_file_with_a_byte_order_mark(compare_corpus):
+    """Spreadsheet programs save UTF-8 with a BOM; the header must still read file_name."""
+    root = compare_corpus()
+    tsv = root / "lab" / "toy.tsv"
+    tsv.write_bytes(b"\xef\xbb\xbf" + tsv.read_bytes())
+    corpus = load_compare(root)
+    assert corpus.classes == ["high", "low"] and len(corpus.partitions["train"]) == 8
+
+
 def test_several_tasks_need_task_option(compare_corpus):
     root = compare_corpus()
     shutil.copy(root / "lab" / "toy.tsv", root / "lab" / "other.tsv")

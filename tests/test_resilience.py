@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -168,6 +169,61 @@ def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
     adopted = sum(t["adopted"] for t in summary["trials"])  # finished after the kill
     assert after["searcher"]["n_told"] == 8 - adopted
     assert after["searcher"]["updates"] == 8 - adopted  # one per child, over the kill
+
+
+def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(tmp_path):
+    """SIGINT to a real `automl search` while a child trains: exit 130 with one line, the
+    parent and the running child KILLED (not FINISHED, not stopped), finished children
+    kept; `--resume` trains the interrupted child again and completes the search."""
+    args = _args(tmp_path, 2, epochs=40)
+    args[args.index("--workers") + 1] = "1"
+    log = tmp_path / "interrupted.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "automl.cli", *args], cwd=tmp_path, stdout=out, stderr=out
+        )
+    db = tmp_path / "mlflow.db"
+    deadline = time.time() + 180
+    while not _a_child_is_training(db):
+        assert proc.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.5)
+    time.sleep(3)  # an epoch or more into it
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()
+    lines = [x for x in log.read_text().splitlines() if "interrupted" in x]
+    assert lines == ["automl: interrupted; continue with --resume"], log.read_text()
+    assert "Traceback" not in log.read_text()
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ended"] == "interrupted"
+    assert all(t["status"] != "stopped" for t in summary["trials"])
+    client = MlflowClient(summary["tracking_uri"])
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "KILLED" and parent.data.tags["automl.ended"] == "interrupted"
+    statuses = [r.info.status for r in _children(summary).values()]
+    assert "KILLED" in statuses and "RUNNING" not in statuses
+
+    killed = {r.info.run_id for r in _children(summary).values() if r.info.status == "KILLED"}
+    assert main([*args, "--resume"]) == 0
+    resumed = json.loads((tmp_path / "summary.json").read_text())
+    assert resumed["parent_run_id"] == summary["parent_run_id"] and resumed["ended"] == "trials"
+    assert [t["status"] for t in resumed["trials"]] == ["done", "done"]
+    assert not killed & {t["mlflow_run_id"] for t in resumed["trials"]}  # trained again
+    assert client.get_run(summary["parent_run_id"]).info.status == "FINISHED"
+
+
+def _a_child_is_training(db: Path) -> bool:
+    if not db.exists():
+        return False
+    with sqlite3.connect(db) as con:
+        try:
+            rows = con.execute(
+                "select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
+                "where t.key = 'automl.role' and t.value = 'child' and r.status = 'RUNNING'"
+            ).fetchone()
+        except sqlite3.OperationalError:  # tables not made yet
+            return False
+    return rows[0] > 0
 
 
 def test_resume_refuses_changed_options_and_missing_state(tmp_path, local_ray, capsys):

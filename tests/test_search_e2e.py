@@ -81,6 +81,7 @@ def test_search_tracks_parent_and_nested_children(tmp_path, local_ray, monkeypat
         "controller/baseline",
         "controller/entropy",
         "best_dev_uar",
+        "best_reward",
     } <= set(parent.data.metrics)
 
     children = client.search_runs(
@@ -278,6 +279,7 @@ def test_asha_stops_hopeless_children_and_the_objective_trades_off_parameters(tm
         assert run.info.status == "KILLED"  # stopped, not failed
         assert run.data.tags["automl.outcome"] == "stopped early (asha) after epoch 1"
         assert run.data.metrics["dev_uar"] == pytest.approx(t["dev_uar"])
+        assert t["reward"] == pytest.approx(t["dev_uar"] * (t["n_params"] / 2000) ** -0.07)
     for t in done:
         assert t["epochs"] == 3
         assert t["reward"] == pytest.approx(t["dev_uar"] * (t["n_params"] / 2000) ** -0.07)

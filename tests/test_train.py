@@ -173,6 +173,18 @@ def test_schedules_warm_up_then_anneal(name):
     assert rates[0] < 0.5 * max(rates) and rates[-1] < 0.05 * max(rates)
 
 
+@pytest.mark.parametrize("name", ["onecycle", "cosine"])
+def test_schedules_take_a_single_step_and_leave_rmsprop_without_momentum(name):
+    from automl.recipe import make_optimizer, make_schedule
+
+    optimizer = make_optimizer("rmsprop", [torch.nn.Parameter(torch.zeros(1))], 0.01, 0.0)
+    schedule = make_schedule(name, optimizer, 0.01, total_steps=1)
+    optimizer.step()
+    schedule.step()
+    assert np.isfinite(optimizer.param_groups[0]["lr"])
+    assert optimizer.param_groups[0]["momentum"] == 0
+
+
 def test_a_plateau_stops_training_in_the_second_half_and_keeps_the_best_epoch():
     data = load_dataset("digits")
     arch = {

@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
         )
     best = summary["best"]
     if best:
+        reward = f"best reward {best['reward']:.4f}, " if summary["objective"] != "uar" else "best "
         console.print(
-            f"best dev UAR {best['dev_uar']:.4f}: {describe(best['architecture'])} "
+            f"{reward}dev UAR {best['dev_uar']:.4f}: {describe(best['architecture'])} "
             f"(MLflow run {best['mlflow_run_id']})"
         )
     uri = summary["tracking_uri"]
@@ -90,18 +91,22 @@ def leaderboard_table(summary: dict[str, Any], top: int = 10) -> Table:
         title=f"Leaderboard ({summary['searcher']}, {summary['trained']} children, "
         f"{summary['wall_seconds']:.0f} s)"
     )
-    for column in ("rank", "trial", "dev UAR", "architecture", "params", "seconds", "MLflow run"):
+    traded = summary["objective"] != "uar"  # ranked by the reward, shown beside the UAR
+    columns = ["rank", "trial", *(["reward"] if traded else []), "dev UAR", "architecture"]
+    for column in (*columns, "params", "latency ms", "seconds", "MLflow run"):
         table.add_column(column)
     done = sorted(
-        (t for t in summary["trials"] if t["status"] == "done"), key=lambda t: -t["dev_uar"]
+        (t for t in summary["trials"] if t["status"] == "done"), key=lambda t: -t["reward"]
     )
     for rank, t in enumerate(done[:top], start=1):
         table.add_row(
             str(rank),
             str(t["trial"]),
+            *([f"{t['reward']:.4f}"] if traded else []),
             f"{t['dev_uar']:.4f}",
             describe(t["architecture"]),
             str(t["n_params"]),
+            f"{t['latency_ms']:.2f}" if t["latency_ms"] is not None else "",
             f"{t['seconds']:.1f}",
             str(t["mlflow_run_id"])[:12],
         )

@@ -98,7 +98,7 @@ def _choose_task(lab: Path, task: str | None) -> str:
 
 def _read_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # spreadsheets write a BOM
             rows = [row for row in csv.reader(fh, delimiter=delimiter) if row]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read label file {path}: {exc}") from None

@@ -37,6 +37,9 @@ def read_audio(path: Path, sample_rate: int) -> np.ndarray:
         raise UserError(f"unreadable wav {path}: {exc}") from None
     if audio.size == 0:
         raise UserError(f"empty wav {path}: no samples")
+    bad = int(np.count_nonzero(~np.isfinite(audio)))
+    if bad:
+        raise UserError(f"wav {path}: {bad} samples are NaN or infinite (a float wav gone bad)")
     audio = audio.mean(axis=1)
     if rate != sample_rate:
         audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)

@@ -45,6 +45,8 @@ def load_dataset(
     """Resolve ``--data`` (``synth-cry``, ``digits``, ``compare:DIR``) into a normalised Dataset."""
     if data == "digits":
         return _normalise(_digits())
+    if cache_dir is None:
+        synth.check_cache_root()
     if data == synth.NAME:
         return load_dataset(
             f"compare:{synth.ensure_corpus()}", frontend, task or synth.NAME, cache_dir

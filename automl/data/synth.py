@@ -21,6 +21,8 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from runtime.errors import UserError
+
 NAME = "synth-cry"
 VERSION = 1
 SAMPLE_RATE = 16000
@@ -65,6 +67,19 @@ MOODS = {
 def default_root() -> Path:
     """Where built-in corpora and feature caches live: $AUTOML_CACHE or ~/.cache/automl."""
     return Path(os.environ.get("AUTOML_CACHE") or Path.home() / ".cache" / "automl")
+
+
+def check_cache_root() -> Path:
+    """The cache folder, made if need be; a file or a read-only place there is a user error
+    found now, not after the features were extracted (hours on a real corpus)."""
+    root = default_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"AUTOML_CACHE {root}: cannot make the cache folder ({exc})") from None
+    if not os.access(root, os.W_OK):
+        raise UserError(f"AUTOML_CACHE {root}: not writable")
+    return root
 
 
 def ensure_corpus(root: Path | None = None) -> Path:

@@ -6,7 +6,8 @@ The life of a proposal, which is all a new searcher's author needs to know:
    The caller may ask again before telling (several children train at once).
 2. The caller evaluates it, and ``tell(id, ...)`` reports back, in any order:
 
-   * ``tell(id, reward)``: the child finished; ``reward`` is its dev UAR;
+   * ``tell(id, reward)``: the child finished; ``reward`` is its dev UAR, or the
+     search's objective of it (``--objective``: dev UAR traded against a cost);
    * ``tell(id, None, Status.FAILED)``: the child failed (an exception, a NaN loss, a
      dead worker). A failure is not a number: each searcher decides what it means (TPE
      marks the trial failed, evolution leaves it out of its population, the RL
