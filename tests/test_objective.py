@@ -37,3 +37,34 @@ def test_pareto_front_keeps_the_children_no_other_beats_on_both():
         {"trial": 5, "dev_uar": 0.90, "n_params": None},  # no cost known: not ranked
     ]
     assert [r["trial"] for r in pareto_front(rows, "n_params")] == [0, 1, 3]
+
+
+def test_the_leaderboard_ranks_by_the_reward_and_says_how_the_search_ended():
+    from rich.console import Console
+
+    from automl.children import normalize
+    from automl.commands.search import leaderboard_table
+
+    arch = normalize({"family": "rnn", "layers": [{"units": 8, "activation": "tanh"}]})
+    trials = [
+        {"trial": 0, "status": "done", "dev_uar": 0.90, "reward": 0.80, "n_params": 9000},
+        {"trial": 1, "status": "done", "dev_uar": 0.85, "reward": 0.88, "n_params": 500},
+        {"trial": 2, "status": "stopped", "dev_uar": 0.99, "reward": 0.99, "n_params": 10},
+    ]
+    for t in trials:
+        t.update(architecture=arch, latency_ms=1.5, seconds=2.0, mlflow_run_id="r")
+    summary = {
+        "searcher": "random",
+        "trained": 3,
+        "wall_seconds": 60.0,
+        "ended": "time budget",
+        "objective": "uar-params",
+        "trials": trials,
+    }
+    console = Console(record=True, width=200)
+    console.print(leaderboard_table(summary))
+    text = console.export_text()
+    assert "ended on its time budget" in text
+    rows = [line for line in text.splitlines() if "gru[" in line]
+    assert len(rows) == 2  # a stopped child is not a candidate
+    assert "0.8800" in rows[0] and "0.8000" in rows[1]  # by reward, not by dev UAR

@@ -87,9 +87,10 @@ class ProgressLine:
 
 
 def leaderboard_table(summary: dict[str, Any], top: int = 10) -> Table:
+    ended = {"time budget": ", ended on its time budget", "interrupted": ", interrupted"}
     table = Table(
         title=f"Leaderboard ({summary['searcher']}, {summary['trained']} children, "
-        f"{summary['wall_seconds']:.0f} s)"
+        f"{summary['wall_seconds']:.0f} s{ended.get(summary['ended'], '')})"
     )
     traded = summary["objective"] != "uar"  # ranked by the reward, shown beside the UAR
     columns = ["rank", "trial", *(["reward"] if traded else []), "dev UAR", "architecture"]

@@ -29,7 +29,7 @@ class DQNSearcherConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     learning_rate: float = 1e-3
     batch_size: int = 32
-    gradient_steps: int = 20  # per told child
+    gradient_steps: int = 50  # per told child (replayed from its small memory)
     target_update: int = 100  # gradient steps between copies to the target network
     double: bool = True
     dueling: bool = True
