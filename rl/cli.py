@@ -21,7 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="play greedy episodes from a checkpoint")
-    evaluate.add_argument("--checkpoint", required=True, type=Path)
+    evaluate.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="a seed's checkpoint folder (e.g. checkpoints/seed-0) or one checkpoint file",
+    )
+    evaluate.add_argument(
+        "--which",
+        choices=["best", "last"],
+        default="best",
+        help="in a folder: the best-evaluated policy (best.pt) or the last checkpoint",
+    )
     evaluate.add_argument("--episodes", type=positive_int, default=10)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.set_defaults(func=cmd_evaluate)
@@ -43,13 +54,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = run_seeds(job)
     if job.json:
         write_json(Path(job.json), summary)
-    print(f"{'seed':>4} {'eval return':>12} {'steps/s':>9} {'steps to threshold':>19}")
+    print(
+        f"{'seed':>4} {'last eval':>10} {'best eval':>10} {'returned, fresh':>16} "
+        f"{'steps/s':>8} {'steps to threshold':>19}"
+    )
     for row in summary["seeds"]:
         if row["status"] != "done":
             print(f"{row['seed']:>4} failed: {row['error']}")
             continue
         print(
-            f"{row['seed']:>4} {row['final_eval_return']:12.2f} {row['steps_per_second']:9.0f} "
+            f"{row['seed']:>4} {row['final_eval_return']:10.2f} {row['best_eval_return']:10.2f} "
+            f"{row['returned_fresh_return']:16.2f} {row['steps_per_second']:8.0f} "
             f"{row['steps_to_threshold']!s:>19}"
         )
     return 0 if all(r["status"] == "done" for r in summary["seeds"]) else 1
@@ -61,22 +76,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rl import dqn, qlearning
     from rl.common import evaluate
 
-    if not args.checkpoint.is_file():
-        raise UserError(f"--checkpoint {args.checkpoint}: file not found")
+    path = _checkpoint_file(args.checkpoint, args.which)
     try:
-        state = torch.load(args.checkpoint, weights_only=True)
+        state = torch.load(path, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which, not a traceback
-        raise UserError(f"--checkpoint {args.checkpoint}: not a checkpoint ({exc})") from None
+        raise UserError(f"--checkpoint {path}: not a checkpoint ({exc})") from None
     loaders = {"dqn": dqn.load_policy, "qlearning": qlearning.load_policy}
     if not isinstance(state, dict) or state.get("algo") not in loaders:
-        raise UserError(f"--checkpoint {args.checkpoint}: not an rl checkpoint")
+        raise UserError(f"--checkpoint {path}: not an rl checkpoint")
     config, policy = loaders[state["algo"]](state)
     mean, std = evaluate(policy, config.env_id, args.episodes, args.seed, 0, config.env_kwargs)
     print(
-        f"{config.env_id} {state['algo']} step {state['step']}: "
+        f"{config.env_id} {state['algo']} {path.name} (step {state['step']}): "
         f"mean return {mean:.2f} +/- {std:.2f} over {args.episodes} episodes"
     )
     return 0
+
+
+def _checkpoint_file(path: Path, which: str) -> Path:
+    """A file as given; in a seed's folder, ``best.pt`` or its latest checkpoint."""
+    from rl.common import BEST, latest_checkpoint
+
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise UserError(f"--checkpoint {path}: file not found")
+    found = path / BEST if which == "best" else latest_checkpoint(path)
+    if found is None or not found.is_file():
+        raise UserError(
+            f"--checkpoint {path}: no {'best.pt' if which == 'best' else 'checkpoint'} in it"
+        )
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from runtime.files import atomic_write
 #: callback receiving (metrics, env step) while an agent trains
 Metrics = Callable[[dict[str, float], int], None]
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training ones
+FRESH_SEED_OFFSET = 2_000_029  # nor the fresh ones that score the returned policy
+BEST = "best.pt"  # the best-evaluated policy, beside a seed's checkpoints
 
 
 def obs_size(space: gym.Space) -> int:
@@ -54,12 +56,14 @@ def evaluate(
     seed: int,
     step: int = 0,
     env_kwargs: dict[str, Any] | None = None,
+    offset: int = EVAL_SEED_OFFSET,
 ) -> tuple[float, float]:
-    """Mean and std return of greedy episodes on a separate, separately seeded environment."""
+    """Mean and std return of greedy episodes on a separate, separately seeded environment
+    (``offset`` picks the seed stream: the periodic evaluations, or fresh episodes)."""
     env = gym.make(env_id, **(env_kwargs or {}))
     returns = []
     for episode in range(episodes):
-        raw, _ = env.reset(seed=segment_seed(seed + EVAL_SEED_OFFSET, step, episode))
+        raw, _ = env.reset(seed=segment_seed(seed + offset, step, episode))
         done, total = False, 0.0
         while not done:
             action = int(policy(encode_obs(env.observation_space, raw)))
@@ -73,11 +77,16 @@ def evaluate(
 
 @dataclass
 class RunResult:
-    """Per seed, what `rl train` reports."""
+    """Per seed, what `rl train` reports. The returned policy is the best-evaluated one
+    (``best.pt``); it was selected on the periodic evaluations, which overstate it, so it
+    is scored again on fresh episodes (``returned_fresh_*``)."""
 
-    final_eval_return: float
+    final_eval_return: float  # the last evaluation: of the last network
     final_eval_std: float
     best_eval_return: float
+    best_eval_step: int | None
+    returned_fresh_return: float
+    returned_fresh_std: float
     steps_to_threshold: int | None
     threshold: float | None
     steps: int
@@ -93,21 +102,34 @@ class EvalTracker:
         self.threshold = reward_threshold(env_id)
         self.last = (float("nan"), float("nan"))
         self.best = float("-inf")
+        self.best_step: int | None = None
         self.first_solved: int | None = None
 
-    def record(self, mean: float, std: float, step: int) -> None:
+    def record(self, mean: float, std: float, step: int) -> bool:
+        """Keep an evaluation; True when it is the best so far (keep that policy)."""
         self.last = (mean, std)
-        self.best = max(self.best, mean)
+        improved = mean > self.best
+        if improved:
+            self.best, self.best_step = mean, step
         if self.first_solved is None and self.threshold is not None and mean >= self.threshold:
             self.first_solved = step
+        return improved
 
     def result(
-        self, steps: int, episodes: int, seconds: float, steps_per_second: float
+        self,
+        fresh: tuple[float, float],
+        steps: int,
+        episodes: int,
+        seconds: float,
+        steps_per_second: float,
     ) -> RunResult:
         return RunResult(
             self.last[0],
             self.last[1],
             self.best,
+            self.best_step,
+            fresh[0],
+            fresh[1],
             self.first_solved,
             self.threshold,
             steps,
@@ -117,11 +139,16 @@ class EvalTracker:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last": list(self.last), "best": self.best, "first_solved": self.first_solved}
+        return {
+            "last": list(self.last),
+            "best": self.best,
+            "best_step": self.best_step,
+            "first_solved": self.first_solved,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last = tuple(state["last"])
-        self.best = state["best"]
+        self.best, self.best_step = state["best"], state["best_step"]
         self.first_solved = state["first_solved"]
 
 
@@ -136,6 +163,12 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 
     for old in sorted(folder.glob("checkpoint-*.pt"))[:-keep]:
         old.unlink()
     return path
+
+
+def save_best(folder: Path, policy: dict[str, Any]) -> Path:
+    """The best-evaluated policy so far (what ``rl evaluate`` loads by default)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return atomic_write(folder / BEST, lambda handle: torch.save(policy, handle))
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

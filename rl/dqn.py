@@ -4,12 +4,18 @@ Double DQN, dueling heads, n-step returns, Huber loss, gradient clipping, hard o
 target updates, a linear epsilon schedule, optional prioritized replay, and Gymnasium
 vector environments. Read :func:`train` top to bottom: it is the algorithm.
 
-Checkpoints: every ``checkpoint_every`` env steps a training *segment* ends. The state
-(networks, optimizer, replay buffer and its position, step counters, random streams) is
-saved, and every environment is reset with a seed derived from the run's seed and the
-step. Because that reset happens whether or not a checkpoint is written or resumed, a
-run resumed from a checkpoint continues exactly as the uninterrupted run would have.
-The cost is one truncated episode per environment and segment.
+The returned policy is the best-evaluated network (as stable-baselines3's
+``EvalCallback`` keeps ``best_model``): DQN's greedy policy often peaks and then degrades
+while training goes on. It is written to ``best.pt`` beside the checkpoints and scored
+again on fresh episodes at the end, since it was selected on the periodic evaluations.
+
+Checkpoints: when a run writes them (``checkpoint_dir``), every ``checkpoint_every`` env
+steps a training *segment* ends. The state (networks, optimizer, replay buffer and its
+position, step counters, random streams, the best network) is saved, and every
+environment is reset with a seed derived from the run's seed and the step, so a run
+resumed from a checkpoint continues exactly as the uninterrupted run would have. The
+cost is one truncated episode per environment and segment; a run without checkpoints
+resets its environments only when it starts.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from torch import nn
 
 from rl.buffers import Batch, PrioritizedReplayBuffer, ReplayBuffer
 from rl.common import (
+    FRESH_SEED_OFFSET,
     EvalTracker,
     Metrics,
     RunResult,
@@ -35,6 +42,7 @@ from rl.common import (
     latest_checkpoint,
     linear_schedule,
     obs_size,
+    save_best,
     save_checkpoint,
     segment_seed,
 )
@@ -168,6 +176,7 @@ def train(
     rng = np.random.default_rng(config.seed)  # exploration
     tracker = EvalTracker(config.env_id)
     step, gradient_steps, episodes = 0, 0, 0
+    best_q: dict[str, torch.Tensor] | None = None  # the best-evaluated weights so far
     log = on_metrics or (lambda metrics, step: None)
 
     def snapshot() -> dict[str, Any]:
@@ -185,6 +194,7 @@ def train(
             "gradient_steps": gradient_steps,
             "episodes": episodes,
             "tracker": tracker.state_dict(),
+            "best_q": best_q,
         }
 
     if resume and checkpoint_dir and (path := latest_checkpoint(checkpoint_dir)):
@@ -197,14 +207,17 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         step, gradient_steps, episodes = state["step"], state["gradient_steps"], state["episodes"]
         tracker.load_state_dict(state["tracker"])
+        best_q = state["best_q"]
 
     episode_return = np.zeros(config.num_envs)
     started, steps_at_start, eval_seconds = time.perf_counter(), step, 0.0
     act, target_stale = q.greedy_numpy(), True
     losses: list[torch.Tensor] = []
+    segment_start = True  # the run (or the resumed run) starts a segment
     while step < config.total_steps:
         # A segment starts: checkpoint, then reset every env with a seed fixed by (seed, step).
-        if step % config.checkpoint_every < config.num_envs:
+        if segment_start or (checkpoint_dir and step % config.checkpoint_every < config.num_envs):
+            segment_start = False
             if checkpoint_dir and step > 0:
                 save_checkpoint(checkpoint_dir, step, snapshot())
             buffer.mark_segment_end()
@@ -274,14 +287,23 @@ def train(
                 act, config.env_id, config.eval_episodes, config.seed, step, config.env_kwargs
             )
             eval_seconds += time.perf_counter() - eval_started
-            tracker.record(mean, std, step)
+            if tracker.record(mean, std, step):
+                best_q = {k: v.detach().clone() for k, v in q.state_dict().items()}
+                if checkpoint_dir:
+                    save_best(checkpoint_dir, _policy_state(config, best_q, step))
             log({"eval_return": mean, "eval_return_std": std}, step)
 
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, step, snapshot())
     envs.close()
     seconds = time.perf_counter() - started
+    _, returned = load_policy(_policy_state(config, best_q or q.state_dict(), step))
+    fresh = evaluate(
+        returned, config.env_id, config.eval_episodes, config.seed, 0, config.env_kwargs,
+        offset=FRESH_SEED_OFFSET,
+    )  # fmt: skip
     return tracker.result(
+        fresh=fresh,
         steps=step,
         episodes=episodes,
         seconds=seconds,
@@ -350,8 +372,13 @@ def polyak(q: nn.Module, target: nn.Module, tau: float) -> None:
             t.lerp_(p, tau)
 
 
+def _policy_state(config: DQNConfig, weights: dict[str, torch.Tensor], step: int) -> dict:
+    """What :func:`load_policy` needs: a checkpoint's ``best.pt`` (weights_only-loadable)."""
+    return {"algo": "dqn", "config": asdict(config), "q": weights, "step": step}
+
+
 def load_policy(state: dict[str, Any]) -> tuple[DQNConfig, Callable[[np.ndarray], int]]:
-    """A greedy policy from a checkpoint (for ``rl evaluate``)."""
+    """A greedy policy from a checkpoint or a ``best.pt`` (for ``rl evaluate``)."""
     config = DQNConfig(**state["config"])
     env = gym.make(config.env_id, **config.env_kwargs)
     q = build_network(config, env)

@@ -3,6 +3,8 @@
 FrozenLake-v1, Taxi-v4, CliffWalking-v1 and the like. Read :func:`train` top to bottom.
 Each episode's environment seed is fixed by (run seed, episode), and checkpoints are
 written between episodes, so a resumed run continues exactly as an uninterrupted one.
+The returned policy is the best-evaluated table (``best.pt``), scored again on fresh
+episodes at the end; a run ended by ``total_steps`` before its episodes is evaluated then.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import numpy as np
 import torch
 
 from rl.common import (
+    FRESH_SEED_OFFSET,
     EvalTracker,
     Metrics,
     RunResult,
     evaluate,
     latest_checkpoint,
     linear_schedule,
+    save_best,
     save_checkpoint,
     segment_seed,
 )
@@ -74,7 +78,8 @@ def train(
     q = np.zeros((env.observation_space.n, env.action_space.n))
     rng = np.random.default_rng(config.seed)
     tracker = EvalTracker(config.env_id)
-    step, episode = 0, 0
+    step, episode, evaluated_at = 0, 0, -1
+    best_q: np.ndarray | None = None  # the best-evaluated table so far
     log = on_metrics or (lambda metrics, step: None)
 
     def snapshot() -> dict[str, Any]:
@@ -86,7 +91,26 @@ def train(
             "step": step,
             "episode": episode,
             "tracker": tracker.state_dict(),
+            "best_q": None if best_q is None else torch.from_numpy(best_q),
+            "evaluated_at": evaluated_at,
         }
+
+    def evaluate_now() -> None:
+        """Greedy episodes with the current table; keeps it when it is the best so far."""
+        nonlocal best_q, evaluated_at
+        mean, std = evaluate(
+            _policy(q), config.env_id, config.eval_episodes, config.seed, episode, config.env_kwargs
+        )
+        evaluated_at = episode
+        if tracker.record(mean, std, step):
+            best_q = q.copy()
+            if checkpoint_dir:
+                save_best(checkpoint_dir, _policy_state(config, best_q, step))
+        elapsed = time.perf_counter() - started
+        log(
+            {"eval_return": mean, "eval_return_std": std, "sps": (step - steps_at_start) / elapsed},
+            step,
+        )
 
     if resume and checkpoint_dir and (path := latest_checkpoint(checkpoint_dir)):
         state = torch.load(path, weights_only=True)
@@ -94,6 +118,8 @@ def train(
         rng.bit_generator.state = state["rng"]
         step, episode = state["step"], state["episode"]
         tracker.load_state_dict(state["tracker"])
+        best_q = None if state["best_q"] is None else state["best_q"].numpy()
+        evaluated_at = state["evaluated_at"]
 
     started, steps_at_start = time.perf_counter(), step
     while episode < config.episodes and step < config.total_steps:
@@ -117,30 +143,21 @@ def train(
             done = terminated or truncated
         episode += 1
         log({"episodic_return": episode_return, "epsilon": epsilon}, step)
-        if episode % config.eval_every == 0 or episode == config.episodes:
-            mean, std = evaluate(
-                lambda o: int(np.argmax(q[int(np.argmax(o))])),
-                config.env_id,
-                config.eval_episodes,
-                config.seed,
-                episode,
-                config.env_kwargs,
-            )
-            tracker.record(mean, std, step)
-            log(
-                {
-                    "eval_return": mean,
-                    "eval_return_std": std,
-                    "sps": (step - steps_at_start) / (time.perf_counter() - started),
-                },
-                step,
-            )
+        if episode % config.eval_every == 0:
+            evaluate_now()
+    if evaluated_at != episode:  # the last episodes (or --steps ended the run early)
+        evaluate_now()
 
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, step, snapshot())
     env.close()
     seconds = time.perf_counter() - started
+    fresh = evaluate(
+        _policy(q if best_q is None else best_q), config.env_id, config.eval_episodes,
+        config.seed, 0, config.env_kwargs, offset=FRESH_SEED_OFFSET,
+    )  # fmt: skip
     return tracker.result(
+        fresh=fresh,
         steps=step,
         episodes=episode,
         seconds=seconds,
@@ -154,7 +171,15 @@ def _greedy(values: np.ndarray, rng: np.random.Generator) -> int:
     return int(best[0] if len(best) == 1 else rng.choice(best))
 
 
+def _policy(q: np.ndarray) -> Callable[[np.ndarray], int]:
+    """Greedy on the table; observations arrive one-hot encoded."""
+    return lambda obs: int(np.argmax(q[int(np.argmax(obs))]))
+
+
+def _policy_state(config: QLearningConfig, q: np.ndarray, step: int) -> dict[str, Any]:
+    return {"algo": "qlearning", "config": asdict(config), "q": torch.from_numpy(q), "step": step}
+
+
 def load_policy(state: dict[str, Any]) -> tuple[QLearningConfig, Callable[[np.ndarray], int]]:
-    config = QLearningConfig(**state["config"])
-    q = state["q"].numpy()
-    return config, lambda obs: int(np.argmax(q[int(np.argmax(obs))]))
+    """A greedy policy from a checkpoint or a ``best.pt`` (for ``rl evaluate``)."""
+    return QLearningConfig(**state["config"]), _policy(state["q"].numpy())

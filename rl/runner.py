@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rl import dqn, qlearning
+from rl.common import BEST
 from runtime import ray_cluster, tracking
 from runtime.cli import (
     build_config,
@@ -119,7 +122,9 @@ def seed_trainable(
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         report = {**values, "seed": run_config.seed, "checkpoint_dir": str(folder or "")}
-        return Outcome(metrics, report=report)
+        best = folder / BEST if folder else None
+        artifacts = {BEST: torch.load(best, weights_only=True)} if best and best.is_file() else {}
+        return Outcome(metrics, artifacts, report=report)
 
     run_trial(
         context,
@@ -208,6 +213,9 @@ def _row(result) -> dict[str, Any]:
         "final_eval_return",
         "final_eval_std",
         "best_eval_return",
+        "best_eval_step",
+        "returned_fresh_return",
+        "returned_fresh_std",
         "steps_per_second",
         "steps_to_threshold",
         "threshold",

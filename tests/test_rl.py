@@ -118,6 +118,40 @@ def test_qlearning_killed_and_resumed_continues_identically(tmp_path):
     assert torch.equal(a["q"], b["q"])
 
 
+def test_dqn_returns_the_best_evaluated_network_and_scores_it_on_fresh_episodes(tmp_path):
+    """best.pt holds the weights of the best periodic evaluation (evaluated again on the
+    same episodes, they score exactly that), and the fresh score is of those weights."""
+    config = dqn.DQNConfig(seed=0, **dict(SMALL_DQN, eval_every=1_000))
+    result = dqn.train(config, checkpoint_dir=tmp_path)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["step"] == result.best_eval_step
+    _, policy = dqn.load_policy(best)
+    again = evaluate(policy, "CartPole-v1", config.eval_episodes, config.seed, best["step"])
+    assert again[0] == result.best_eval_return >= result.final_eval_return
+    fresh = evaluate(policy, "CartPole-v1", config.eval_episodes, config.seed, 0, offset=2_000_029)
+    assert fresh == (result.returned_fresh_return, result.returned_fresh_std)
+
+
+def test_dqn_without_checkpoints_does_not_cut_episodes_short():
+    """MountainCar's episodes last 200 steps (a random policy never reaches the flag): with
+    the old reset at every checkpoint_every (50) steps no episode would ever end."""
+    config = dqn.DQNConfig(
+        env_id="MountainCar-v0", total_steps=1_000, learning_starts=2_000, checkpoint_every=50,
+        eval_every=10_000, eval_episodes=1, hidden=[16],
+    )  # fmt: skip
+    assert dqn.train(config).episodes == 5
+
+
+def test_qlearning_ended_by_steps_still_ends_with_an_evaluation(tmp_path):
+    config = qlearning.QLearningConfig(
+        episodes=10_000, total_steps=30_000, seed=0, eval_every=100_000, eval_episodes=20
+    )
+    result = qlearning.train(config, checkpoint_dir=tmp_path)
+    assert result.steps >= 30_000 and result.episodes < 10_000  # the steps ended it
+    assert np.isfinite(result.final_eval_return) and result.best_eval_step == result.steps
+    assert (tmp_path / "best.pt").is_file() and np.isfinite(result.returned_fresh_return)
+
+
 def test_same_seed_reproduces_in_one_process():
     config = dqn.DQNConfig(seed=5, **dict(SMALL_DQN, total_steps=2_500))
     first, second = dqn.train(config), dqn.train(config)
@@ -207,10 +241,16 @@ def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         assert run.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]
         assert client.get_metric_history(row["mlflow_run_id"], "episodic_return")
         assert {"eval_return", "loss", "epsilon", "sps"} <= set(run.data.metrics)
-    checkpoint = latest_checkpoint(tmp_path / "checkpoints" / "seed-1")
+        assert row["best_eval_return"] >= row["final_eval_return"]
+        assert np.isfinite(row["returned_fresh_return"])
+        assert client.list_artifacts(row["mlflow_run_id"], "model")[0].path == "model/best.pt"
+    folder = tmp_path / "checkpoints" / "seed-1"
     capsys.readouterr()
-    assert rl_main(["evaluate", "--checkpoint", str(checkpoint), "--episodes", "3"]) == 0
-    assert "mean return" in capsys.readouterr().out
+    assert rl_main(["evaluate", "--checkpoint", str(folder), "--episodes", "3"]) == 0
+    assert "best.pt" in capsys.readouterr().out  # the returned policy, by default
+    last = ["evaluate", "--checkpoint", str(folder), "--which", "last", "--episodes", "3"]
+    assert rl_main(last) == 0
+    assert latest_checkpoint(folder).name in capsys.readouterr().out
 
 
 def test_a_failing_seed_is_recorded_as_failed_and_the_others_finish(tmp_path, monkeypatch):
