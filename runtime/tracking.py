@@ -42,11 +42,25 @@ def resolve_uri(uri: str | None) -> str:
 
 
 def check_reachable(uri: str) -> None:
-    """Fail fast with one clear line instead of minutes of client retries."""
+    """Fail fast with one clear line instead of minutes of client retries. A server is
+    asked a real API question (search one experiment), not just ``/health``: a server that
+    refuses this host name (MLflow's DNS-rebinding protection) still answers ``/health``."""
     if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+            with urllib.request.urlopen(url, timeout=5) as response:
                 response.read()
+        except urllib.error.HTTPError as exc:
+            detail = " ".join(exc.read(300).decode("utf-8", "replace").split())
+            hint = (
+                "; it does not accept this host name: start it with --allowed-hosts (or "
+                "MLFLOW_SERVER_ALLOWED_HOSTS) naming the host:port clients use"
+                if exc.code == 403
+                else ""
+            )
+            raise UserError(
+                f"tracking server {uri} refused an API call (HTTP {exc.code}: {detail}){hint}"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UserError(f"tracking server {uri} is unreachable ({reason})") from None

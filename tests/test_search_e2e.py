@@ -8,6 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -126,28 +130,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1, stopped when the test ends."""
+@contextmanager
+def _mlflow_server(folder: Path, *extra: str) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1, stopped when the block ends."""
     port = _free_port()
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
+            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"),
+            *("--port", str(port), "--workers", "1"),
+            *("--backend-store-uri", f"sqlite:///{folder / 'server.db'}"),
+            *("--artifacts-destination", str(folder / "server-artifacts")),
+            *extra,
         ],
-        cwd=tmp_path,
+        cwd=folder,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -155,8 +150,10 @@ def mlflow_server(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with urllib.request.urlopen(uri + "/health", timeout=1):
                 break
+        except urllib.error.HTTPError:  # it answers, if not to us
+            break
         except OSError:
             time.sleep(0.5)
     try:
@@ -164,6 +161,22 @@ def mlflow_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    with _mlflow_server(tmp_path) as uri:
+        yield uri
+
+
+def test_a_server_refusing_this_host_name_is_found_before_the_search(tmp_path, capsys):
+    """MLflow's DNS-rebinding protection answers /health but refuses API calls from a
+    host name not on its list: one line saying how to fix it, before anything starts."""
+    with _mlflow_server(tmp_path, "--allowed-hosts", "mlflow.example:5000") as uri:
+        code, summary = _search(tmp_path, "--tracking-uri", uri, trials=1)
+    err = capsys.readouterr().err
+    assert code == 2 and not summary and "HTTP 403" in err and "--allowed-hosts" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_search_over_http_tracking_server(tmp_path, local_ray, mlflow_server):
