@@ -62,6 +62,8 @@ def run_search(
     uri = tracking.resolve_uri(config.tracking_uri)
     tracking.check_reachable(uri)
     ray_cluster.check_address(config.address)
+    if config.address is None:
+        ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, None)
     dataset = config.load()
     if saved and saved["data_fingerprint"] != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
@@ -76,6 +78,8 @@ def run_search(
         pending = pool.submit(open_parent) if config.address is None else None
         try:
             session.enter_context(ray_cluster.ray_session(config.address))
+            if config.address is not None:
+                ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, config.address)
         except UserError:
             for folder in created:  # empty: nothing was written yet
                 folder.rmdir()

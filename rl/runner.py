@@ -157,8 +157,12 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     uri = tracking.resolve_uri(job.tracking_uri)
     tracking.check_reachable(uri)
     ray_cluster.check_address(job.address)
+    if job.address is None:
+        ray_cluster.check_fits(job.cpus_per_trial, 0, None)
     start = time.time()
     with ray_cluster.ray_session(job.address):
+        if job.address is not None:
+            ray_cluster.check_fits(job.cpus_per_trial, 0, job.address)
         params = {**base, "algo": job.algo, "seeds": seeds, "workers": job.workers}
         parent = tracking.start_parent(
             uri, job.experiment, f"rl-{job.algo}-{job.env}", params, role="rl"

@@ -49,6 +49,7 @@ def ray_session(address: str | None = None) -> Iterator[str | None]:
             include_dashboard=False,
             logging_level=logging.ERROR,
             log_to_driver=False,
+            **_driver_address(address),
         )
     except ConnectionError as exc:
         raise UserError(f"--address {address}: cannot join a Ray cluster ({exc})") from None
@@ -56,6 +57,40 @@ def ray_session(address: str | None = None) -> Iterator[str | None]:
         yield context.dashboard_url or None
     finally:
         ray.shutdown()
+
+
+def check_fits(cpus: float, gpus: float, address: str | None) -> None:
+    """A trial asking for more CPUs or GPUs than any node has would wait forever, without a
+    word from Tune: one line instead. A local Ray (``address`` None) is checked against
+    this machine before it starts; a joined cluster against its live nodes (call after
+    joining). A cluster that adds nodes on demand may be refused here: give its largest
+    node type's resources a running node, or ask for less."""
+    if address is None:
+        import torch
+
+        nodes = [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+    else:
+        import ray
+
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    where = "this machine has" if address is None else "the cluster's nodes have"
+    have = "; ".join(f"{n.get('CPU', 0):g} CPUs, {n.get('GPU', 0):g} GPUs" for n in nodes)
+    raise UserError(
+        f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node can run a trial "
+        f"({where} {have}); ask for less"
+    )
+
+
+def _driver_address(address: str | None) -> dict[str, str]:
+    """A driver joining a cluster on loopback must say it is on loopback too: by default
+    Ray takes the machine's routable address as the driver's node address and waits
+    for the cluster there, which never answers (the join hangs)."""
+    if address is None or address.startswith("ray://"):
+        return {}
+    host = address.rpartition(":")[0]
+    return {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
 
 
 def check_address(address: str | None, timeout: float = 5.0) -> None:

@@ -24,6 +24,7 @@ FINISHED = "finished"  # the trial's last result: the work ended (well or not)
 FAILED = "failed"  # the work raised; ERROR holds why
 ERROR = "error"
 RUN_ID = "mlflow_run_id"
+NODE_TAG = "ray.node_id"  # on the trial's MLflow run: the Ray node it ran on
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,14 @@ def run_trial(
     work: Callable[[Trial], Outcome],
 ) -> None:
     """Run ``work`` as trial ``key`` of the job; call inside a Ray Tune function trainable."""
+    import ray
     from ray import tune
 
     run = None
     if context.parent:
         close_abandoned(context.parent, key)  # an earlier attempt's run, if its worker died
-        run = ChildRun(context.parent, name, params, {**tags, TRIAL_TAG: str(key)})
+        where = {NODE_TAG: ray.get_runtime_context().get_node_id()}  # which machine trained it
+        run = ChildRun(context.parent, name, params, {**tags, **where, TRIAL_TAG: str(key)})
     trial = Trial(run, context.faults.data_fault(key))
     try:
         context.faults.apply(key)

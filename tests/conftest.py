@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +127,42 @@ def compare_corpus(tmp_path: Path) -> Callable[..., Path]:
         return write_compare(tmp_path / "corpus", **kwargs)
 
     return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server_at(folder: Path, *extra: str) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1, stopped when the block ends."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"),
+            *("--port", str(port), "--workers", "1"),
+            *("--backend-store-uri", f"sqlite:///{folder / 'server.db'}"),
+            *("--artifacts-destination", str(folder / "server-artifacts")),
+            *extra,
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=1):
+                break
+        except urllib.error.HTTPError:  # it answers, if not to us
+            break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

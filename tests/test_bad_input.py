@@ -129,6 +129,8 @@ def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):
             "--grace-epochs 3: must be below the epochs children train (3)",
         ),
         ({"--target": "1000"}, "--target needs --objective uar-latency or uar-params"),
+        ({"--gpus-per-trial": "1"}, "--gpus-per-trial 1: no node can run a trial"),
+        ({"--cpus-per-trial": "64"}, "--cpus-per-trial 64 --gpus-per-trial 0: no node can"),
     ],
 )
 def test_bad_option(tmp_path, workdir, capsys, options, message):

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import ray
 import torch
+from conftest import mlflow_server_at
 from mlflow.tracking import MlflowClient
 
 from automl.cli import main
@@ -124,55 +118,16 @@ def test_search_tracks_parent_and_nested_children(tmp_path, local_ray, monkeypat
     assert any(not torch.equal(after["net"][k], before["net"][k]) for k in before["net"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _mlflow_server(folder: Path, *extra: str) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1, stopped when the block ends."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"),
-            *("--port", str(port), "--workers", "1"),
-            *("--backend-store-uri", f"sqlite:///{folder / 'server.db'}"),
-            *("--artifacts-destination", str(folder / "server-artifacts")),
-            *extra,
-        ],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=1):
-                break
-        except urllib.error.HTTPError:  # it answers, if not to us
-            break
-        except OSError:
-            time.sleep(0.5)
-    try:
-        yield uri
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    with _mlflow_server(tmp_path) as uri:
+    with mlflow_server_at(tmp_path) as uri:
         yield uri
 
 
 def test_a_server_refusing_this_host_name_is_found_before_the_search(tmp_path, capsys):
     """MLflow's DNS-rebinding protection answers /health but refuses API calls from a
     host name not on its list: one line saying how to fix it, before anything starts."""
-    with _mlflow_server(tmp_path, "--allowed-hosts", "mlflow.example:5000") as uri:
+    with mlflow_server_at(tmp_path, "--allowed-hosts", "mlflow.example:5000") as uri:
         code, summary = _search(tmp_path, "--tracking-uri", uri, trials=1)
     err = capsys.readouterr().err
     assert code == 2 and not summary and "HTTP 403" in err and "--allowed-hosts" in err
