@@ -61,6 +61,7 @@ def run_search(
     saved = _load_state(config, searcher) if config.resume else None
     uri = tracking.resolve_uri(config.tracking_uri)
     tracking.check_reachable(uri)
+    tracking.check_experiment(uri, config.experiment)
     ray_cluster.check_address(config.address)
     if config.address is None:
         ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, None)

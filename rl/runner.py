@@ -156,6 +156,7 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     faults = FaultPlan.from_env(root, data_faults=False)
     uri = tracking.resolve_uri(job.tracking_uri)
     tracking.check_reachable(uri)
+    tracking.check_experiment(uri, job.experiment)
     ray_cluster.check_address(job.address)
     if job.address is None:
         ray_cluster.check_fits(job.cpus_per_trial, 0, None)

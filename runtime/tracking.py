@@ -72,6 +72,19 @@ def check_reachable(uri: str) -> None:
         raise UserError(f"tracking URI {uri}: use sqlite:///PATH or http(s)://HOST:PORT")
 
 
+def check_experiment(uri: str, experiment: str) -> None:
+    """A deleted experiment takes no runs: say how to restore it, before anything starts."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return  # a new store holds no deleted experiment
+    found = client(uri).get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise UserError(
+            f"--experiment {experiment}: deleted in MLflow ({uri}); restore it with "
+            f"`MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id "
+            f"{found.experiment_id}`, or choose another name"
+        )
+
+
 def client(uri: str):
     """An ``MlflowClient`` for ``uri``, with MLflow's own chatter turned down."""
     from mlflow.tracking import MlflowClient

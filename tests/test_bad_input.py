@@ -155,6 +155,23 @@ def test_a_cache_that_is_a_file_is_refused_before_any_work(tmp_path, workdir, ca
     assert _files(workdir) == set() and cache.read_text() == "not a folder"
 
 
+def test_a_deleted_experiment_is_refused_before_any_work(tmp_path, workdir, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    capsys.readouterr()  # MLflow's own set-up chatter, not the command's
+    corpus = write_compare(tmp_path / "corpus")
+    space = tmp_path / "space.yaml"
+    space.write_text(GOOD_SPACE)
+    args = _search_args(corpus, space, **{"--experiment": "gone", "--tracking-uri": uri})
+    code, err = _run(args, capsys)
+    _assert_clean_failure(code, err, "--experiment gone: deleted in MLflow")
+    assert "mlflow experiments restore --experiment-id" in err
+    assert _files(workdir) == set()
+
+
 def test_a_failed_search_leaves_nothing_that_breaks_the_next(tmp_path, workdir, capsys):
     """Fail on a bad wav after the features of the good ones were computed, fix the wav,
     run the same command again: it succeeds, in the same folder and the same cache."""
