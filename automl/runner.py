@@ -58,7 +58,10 @@ def run_search(
     early_stop = _early_stop(config, space)
     json_path = check_writable(Path(config.json), "--json") if config.json else None
     faults = FaultPlan.from_env(config.folder)
+    if config.resume and config.restart:
+        raise UserError("--resume and --restart: choose one")
     saved = _load_state(config, searcher) if config.resume else None
+    earlier = None if config.resume else _earlier_search(config)
     uri = tracking.resolve_uri(config.tracking_uri)
     tracking.check_reachable(uri)
     tracking.check_experiment(uri, config.experiment)
@@ -69,6 +72,8 @@ def run_search(
     if saved and saved["data_fingerprint"] != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
     created = _prepare_folder(config)
+    if earlier is not None:
+        _set_aside(config, earlier)
 
     start = time.time() - (saved["wall_seconds"] if saved else 0.0)
     open_parent = partial(_open_parent, config, uri, space, searcher, dataset, saved)
@@ -101,8 +106,8 @@ def run_search(
             orphans = finished_records(parent)  # finished after the driver died
             loop.adopt([r for t, r in orphans.items() if t not in loop.by_trial])
 
-        def save_state() -> None:
-            _save_state(config, loop, searcher, parent, dataset, time.time() - start)
+        def save_state(finished: bool = False) -> None:
+            _save_state(config, loop, searcher, parent, dataset, time.time() - start, finished)
 
         context = TrialContext(parent, faults, placeholder={METRIC: 0.0})
         train_config = TrainConfig(seed=config.seed, threads=max(1, int(config.cpus_per_trial)))
@@ -125,7 +130,7 @@ def run_search(
             status, loop.interrupted = "KILLED", True
             raise
         finally:
-            save_state()
+            save_state(finished=status == "FINISHED")
             summary = make_summary(config, loop, parent, time.time() - start)
             files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
             tracking.finish_parent(parent, files, status, {"automl.ended": loop.ended})
@@ -216,6 +221,35 @@ def _load_state(config: SearchConfig, searcher: Searcher) -> dict[str, Any]:
     return saved
 
 
+def _earlier_search(config: SearchConfig) -> dict[str, Any] | None:
+    """The state an earlier search of this experiment left, if any. One that did not
+    finish is continued with --resume or set aside with --restart, never overwritten."""
+    path = config.folder / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as exc:  # truncated or foreign file: name it instead of a traceback
+        raise UserError(f"cannot read {path} ({exc}); move it away to start a new search") from None
+    if not saved.get("finished") and not config.restart:
+        done = sum(r["duplicate_of"] is None for r in saved["records"])
+        raise UserError(
+            f"--experiment {config.experiment} holds an interrupted search ({done} of "
+            f"{saved['config']['trials']} children, in {config.folder}): continue it with "
+            "--resume, or start over with --restart"
+        )
+    return saved
+
+
+def _set_aside(config: SearchConfig, earlier: dict[str, Any]) -> None:
+    """Keep an earlier search's state beside the new one's; close its run if it never ended."""
+    parent = tracking.ParentRun(**earlier["search_run"])
+    if not earlier.get("finished"):
+        tracking.finish_parent(parent, None, "KILLED", {"automl.ended": "restarted"})
+    path = config.folder / STATE_FILE
+    path.rename(path.with_name(f"search_state.{parent.parent_run_id}.pt"))
+
+
 def _save_state(
     config: SearchConfig,
     loop: SearchLoop,
@@ -223,9 +257,11 @@ def _save_state(
     parent: tracking.ParentRun,
     dataset: Dataset,
     wall_seconds: float,
+    finished: bool = False,
 ) -> None:
     """Atomic rewrite: a kill at any moment leaves the previous or the new state, never half."""
     state = {
+        "finished": finished,  # False: interrupted (or still running), --resume continues it
         "config": asdict(config),
         "records": loop.export(),
         "searcher": searcher.state_dict(),
@@ -248,7 +284,7 @@ def _open_parent(
         parent = tracking.ParentRun(**saved["search_run"])
         tracking.reopen(parent)
         return parent
-    skip = ("json", "storage", "resume", "searcher_opt")
+    skip = ("json", "storage", "resume", "restart", "searcher_opt")
     params = {
         **{k: v for k, v in asdict(config).items() if k not in skip},
         **{f"searcher.{k}": v for k, v in asdict(searcher.config).items()},

@@ -132,6 +132,14 @@ class SearchConfig(DataOptions):
             action="store_true",
         ),
     )
+    restart: bool = field(
+        default=False,
+        metadata=option(
+            "start over although --experiment holds an interrupted search (its state is "
+            "kept beside, its MLflow run closed)",
+            action="store_true",
+        ),
+    )
     json: str | None = field(default=None, metadata=option("write the summary here"))
 
     @property

@@ -147,6 +147,8 @@ def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
     before = torch.load(state_file, weights_only=True)
     kept = {r["trial"]: r for r in before["records"]}
     assert 2 <= len(kept) < 8
+    assert main(args) == 2  # the same command without --resume does not start over
+    assert torch.load(state_file, weights_only=True)["records"] == before["records"]
 
     out = tmp_path / "resumed.json"
     assert main([*args, "--resume", "--json", str(out)]) == 0
@@ -171,10 +173,12 @@ def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
     assert after["searcher"]["updates"] == 8 - adopted  # one per child, over the kill
 
 
-def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(tmp_path):
+@pytest.mark.parametrize("then", ["--resume", "--restart"])
+def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(tmp_path, then):
     """SIGINT to a real `automl search` while a child trains: exit 130 with one line, the
     parent and the running child KILLED (not FINISHED, not stopped), finished children
-    kept; `--resume` trains the interrupted child again and completes the search."""
+    kept. The same command refuses to start over; `--resume` trains the interrupted child
+    again and completes the search; `--restart` sets it aside and starts a new one."""
     args = _args(tmp_path, 2, epochs=40)
     args[args.index("--workers") + 1] = "1"
     log = tmp_path / "interrupted.log"
@@ -204,12 +208,20 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(tmp_pa
     assert "KILLED" in statuses and "RUNNING" not in statuses
 
     killed = {r.info.run_id for r in _children(summary).values() if r.info.status == "KILLED"}
-    assert main([*args, "--resume"]) == 0
-    resumed = json.loads((tmp_path / "summary.json").read_text())
-    assert resumed["parent_run_id"] == summary["parent_run_id"] and resumed["ended"] == "trials"
-    assert [t["status"] for t in resumed["trials"]] == ["done", "done"]
-    assert not killed & {t["mlflow_run_id"] for t in resumed["trials"]}  # trained again
-    assert client.get_run(summary["parent_run_id"]).info.status == "FINISHED"
+    assert main(args) == 2  # not started over without --resume (or --restart)
+    assert main([*args, then]) == 0
+    after = json.loads((tmp_path / "summary.json").read_text())
+    assert after["ended"] == "trials" and [t["status"] for t in after["trials"]] == ["done"] * 2
+    assert not killed & {t["mlflow_run_id"] for t in after["trials"]}  # trained again
+    if then == "--resume":
+        assert after["parent_run_id"] == summary["parent_run_id"]
+        assert client.get_run(summary["parent_run_id"]).info.status == "FINISHED"
+    else:
+        assert after["parent_run_id"] != summary["parent_run_id"]
+        old = client.get_run(summary["parent_run_id"])
+        assert old.info.status == "KILLED" and old.data.tags["automl.ended"] == "restarted"
+        folder = tmp_path / "runs" / "faults"
+        assert (folder / f"search_state.{summary['parent_run_id']}.pt").is_file()
 
 
 def _a_child_is_training(db: Path) -> bool:

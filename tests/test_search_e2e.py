@@ -227,6 +227,21 @@ def _digits_search(tmp_path: Path, *extra: str) -> tuple[int, dict]:
     return main(argv), json.loads(out.read_text()) if out.exists() else {}
 
 
+def test_running_a_finished_search_again_starts_a_new_one_beside_it(tmp_path, local_ray):
+    args = ("--searcher", "random", "--trials", "2", "--epochs", "1", "--experiment", "again")
+    code, first = _digits_search(tmp_path, *args)
+    assert code == 0
+    code, second = _digits_search(tmp_path, *args)
+    assert code == 0 and second["parent_run_id"] != first["parent_run_id"]
+    assert [t["status"] for t in second["trials"]] == ["done", "done"]  # trained, not resumed
+    folder = tmp_path / "runs" / "again"
+    kept = torch.load(folder / f"search_state.{first['parent_run_id']}.pt", weights_only=True)
+    assert kept["finished"] and kept["search_run"]["parent_run_id"] == first["parent_run_id"]
+    client = MlflowClient(first["tracking_uri"])
+    for summary in (first, second):
+        assert client.get_run(summary["parent_run_id"]).info.status == "FINISHED"
+
+
 def test_asha_stops_hopeless_children_and_the_objective_trades_off_parameters(tmp_path, local_ray):
     """One child at a time (so the rungs decide the same way every run): children behind
     their rung stop after epoch 1, recorded as stopped, told to the searcher as partial."""
