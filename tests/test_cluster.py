@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,16 @@ from mlflow.tracking import MlflowClient
 from runtime.trial import NODE_TAG
 
 RAY = str(Path(sys.executable).with_name("ray"))
+# Ray (2.59+) authenticates every node and driver with a token; a cluster's machines
+# share one, as users set it on theirs (RAY_AUTH_TOKEN, or ~/.ray/auth_token).
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+
+
+def _env() -> dict[str, str]:
+    """This machine's environment without this test process's Ray settings, plus the token."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **AUTH}
+
+
 SPACE = "family: rnn\nlayers: {count: 1, units: [8, 16, 24, 32], activation: [tanh, relu]}\n"
 
 
@@ -30,6 +41,7 @@ def _ray_node(args: list[str], temp_dir: str) -> subprocess.Popen:
     return subprocess.Popen(
         [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
          "--disable-usage-stats", "--temp-dir", temp_dir, *args],
+        env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -39,12 +51,12 @@ def _wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         status = subprocess.run(
-            [RAY, "status", "--address", address], capture_output=True, text=True
+            [RAY, "status", "--address", address], capture_output=True, text=True, env=_env()
         )
         if status.stdout.count("node_") >= count:
             return
         time.sleep(1)
-    raise AssertionError(f"the cluster did not reach {count} nodes:\n{status.stdout}")
+    raise AssertionError(f"no {count} nodes:\n{status.stdout}\n{status.stderr[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +84,8 @@ def server(tmp_path_factory) -> Iterator[str]:
 
 def _driver(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """The command as a user runs it: its own process, nothing of this one's Ray set-up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", *args], cwd=cwd, env=_env(), capture_output=True, text=True,
         timeout=480,
     )  # fmt: skip
 
