@@ -235,7 +235,7 @@ def run_on_ray(
         # interrupted, not stopped; their runs are closed and --resume trains them again.
         if context.parent:
             tracking.close_abandoned(context.parent)
-        raise KeyboardInterrupt("continue with --resume")
+        raise KeyboardInterrupt
     searcher.settle_stopped()
 
 

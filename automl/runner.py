@@ -35,7 +35,7 @@ from automl.searchers import Searcher, searcher_class
 from automl.space import SearchSpace, load_space
 from automl.train import TrainConfig
 from runtime import ray_cluster, tracking
-from runtime.cli import build_config, parse_overrides
+from runtime.cli import build_config, interrupts_held, parse_overrides, resumable_interrupts
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
 from runtime.files import atomic_write, check_writable, write_json
@@ -77,7 +77,11 @@ def run_search(
 
     start = time.time() - (saved["wall_seconds"] if saved else 0.0)
     open_parent = partial(_open_parent, config, uri, space, searcher, dataset, saved)
-    with ThreadPoolExecutor(max_workers=1) as pool, ExitStack() as session:
+    with (
+        ExitStack() as after_ray,
+        ThreadPoolExecutor(max_workers=1) as pool,
+        ExitStack() as session,
+    ):
         # A local Ray: MLflow's first import and schema set-up (seconds) overlap its start.
         # Joining a cluster can still fail (no cluster at "auto"): join first, then open the
         # parent run, so a failed join leaves nothing behind.
@@ -91,6 +95,10 @@ def run_search(
                 folder.rmdir()
             raise
         parent = pending.result() if pending else open_parent()
+        after_ray.enter_context(resumable_interrupts())  # the search has a state from here
+        # Once Ray is down (however the search ended, a forced stop included), a run a
+        # worker opened and could not close cannot stay RUNNING.
+        after_ray.callback(tracking.close_abandoned, parent)
         loop = SearchLoop(
             searcher,
             space,
@@ -126,18 +134,17 @@ def run_search(
                 _stop_at(config, loop.deadline),
             )
             status = "FINISHED"
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM; a second one forces Tune's stop
             status, loop.interrupted = "KILLED", True
             raise
         finally:
-            save_state(finished=status == "FINISHED")
-            summary = make_summary(config, loop, parent, time.time() - start)
-            files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
-            tracking.finish_parent(parent, files, status, {"automl.ended": loop.ended})
-            if json_path:
-                write_json(json_path, summary)
-    # Ray is down: a run a worker opened after its child was stopped cannot stay RUNNING
-    tracking.close_abandoned(parent)
+            with interrupts_held():
+                save_state(finished=status == "FINISHED")
+                summary = make_summary(config, loop, parent, time.time() - start)
+                files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
+                tracking.finish_parent(parent, files, status, {"automl.ended": loop.ended})
+                if json_path:
+                    write_json(json_path, summary)
     return summary
 
 

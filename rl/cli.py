@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runtime.cli import Parser, add_options, from_args, positive_int, run
 from runtime.errors import UserError
-from runtime.files import check_writable, write_json
+from runtime.files import check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"--env {job.env}: {exc}") from None
     if job.json:
         check_writable(Path(job.json), "--json")
-    summary = run_seeds(job)
-    if job.json:
-        write_json(Path(job.json), summary)
+    summary = run_seeds(job)  # it writes --json, also when interrupted
     print(
         f"{'seed':>4} {'last eval':>10} {'best eval':>10} {'returned, fresh':>16} "
         f"{'steps/s':>8} {'steps to threshold':>19}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,18 @@ from rl.common import BEST
 from runtime import ray_cluster, tracking
 from runtime.cli import (
     build_config,
+    interrupts_held,
     option,
     overrides_option,
     parse_key_values,
     parse_overrides,
     positive_int,
+    resumable_interrupts,
 )
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
-from runtime.trial import ERROR, FAILED, RUN_ID, Outcome, Trial, TrialContext, run_trial
+from runtime.files import write_json
+from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 
 
 @dataclass(frozen=True)
@@ -161,13 +164,16 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     if job.address is None:
         ray_cluster.check_fits(job.cpus_per_trial, 0, None)
     start = time.time()
-    with ray_cluster.ray_session(job.address):
+    with ExitStack() as after_ray, ray_cluster.ray_session(job.address):
         if job.address is not None:
             ray_cluster.check_fits(job.cpus_per_trial, 0, job.address)
         params = {**base, "algo": job.algo, "seeds": seeds, "workers": job.workers}
         parent = tracking.start_parent(
             uri, job.experiment, f"rl-{job.algo}-{job.env}", params, role="rl"
         )
+        after_ray.enter_context(resumable_interrupts())  # checkpoints are written from here
+        # Once Ray is down (a forced stop included), no seed's run can stay RUNNING.
+        after_ray.callback(tracking.close_abandoned, parent)
         status = "FAILED"
         rows: list[dict[str, Any]] = []
         try:
@@ -189,28 +195,38 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
                 run_config=tune.RunConfig(
                     name=f"rl-{int(time.time())}",
                     verbose=0,
-                    storage_path=str(Path(tempfile.gettempdir()) / "automl-ray"),
+                    storage_path=str(root / "ray"),
                 ),
             ).fit()
             rows = [_row(result) for result in grid]
+            if any(r["status"] == "interrupted" for r in rows):  # Tune caught a Ctrl-C
+                raise KeyboardInterrupt
             status = "FINISHED" if all(r["status"] == "done" for r in rows) else "FAILED"
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM; a second one forces Tune's stop
+            status = "KILLED"
+            raise
         finally:
-            summary = {
-                "algo": job.algo,
-                "env": job.env,
-                "config": base,
-                "seeds": sorted(rows, key=lambda r: r["seed"]),
-                "parent_run_id": parent.parent_run_id,
-                "experiment_id": parent.experiment_id,
-                "tracking_uri": uri,
-                "wall_seconds": time.time() - start,
-            }
-            tracking.finish_parent(parent, {"summary.json": summary}, status=status)
+            with interrupts_held():
+                summary = {
+                    "algo": job.algo,
+                    "env": job.env,
+                    "config": base,
+                    "seeds": sorted(rows, key=lambda r: r["seed"]),
+                    "parent_run_id": parent.parent_run_id,
+                    "experiment_id": parent.experiment_id,
+                    "tracking_uri": uri,
+                    "wall_seconds": time.time() - start,
+                }
+                tracking.finish_parent(parent, {"summary.json": summary}, status=status)
+                if job.json:
+                    write_json(Path(job.json), summary)
     return summary
 
 
 def _row(result) -> dict[str, Any]:
     seed, m = result.config["seed"], result.metrics or {}
+    if not result.error and not m.get(FINISHED):  # stopped by an interrupt, or never started
+        return {"seed": seed, "status": "interrupted", "mlflow_run_id": m.get(RUN_ID)}
     if result.error or m.get(FAILED) or not m.get("steps"):
         error = str(m.get(ERROR) or result.error)
         return {"seed": seed, "status": "failed", "error": error, "mlflow_run_id": m.get(RUN_ID)}

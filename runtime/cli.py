@@ -12,15 +12,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 from runtime import ray_cluster
-from runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from runtime.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USER_ERROR,
+    RESUME_HINT,
+    UserError,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -32,17 +41,72 @@ class Parser(argparse.ArgumentParser):
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
-    """Parse and dispatch to ``args.func``; a user's mistake becomes one line and exit 2."""
+    """Parse and dispatch to ``args.func``; a user's mistake becomes one line and exit 2, an
+    interrupt (Ctrl-C, SIGTERM) one line and exit 130 / 143."""
     args = parser.parse_args(argv)
     ray_cluster.prepare(getattr(args, "address", None))  # before any command imports Ray
+    with sigterm_as_interrupt() as terminated:
+        try:
+            return args.func(args)
+        except UserError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt as exc:
+            print(f"{prog}: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM (``kill``, a batch scheduler's time limit, a container stop) ends a job the
+    way Ctrl-C does: through the SIGINT handler in place (Ray Tune's graceful stop, or
+    Python's KeyboardInterrupt), so the job's clean-up runs and its results are kept.
+    Yields the SIGTERMs received (empty: none). Ray replaces a driver's SIGTERM handler
+    when it starts; :func:`runtime.ray_cluster.ray_session` puts this one back."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: types.FrameType | None) -> None:
+        received.append(signum)
+        on_interrupt = signal.getsignal(signal.SIGINT)
+        if not callable(on_interrupt):  # SIGINT ignored or default: stop all the same
+            raise KeyboardInterrupt
+        on_interrupt(signal.SIGINT, frame)
+
+    if threading.current_thread() is not threading.main_thread():  # only it gets signals
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        return args.func(args)
-    except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def resumable_interrupts() -> Iterator[None]:
+    """Around the part of a job after its state is first saved: an interrupt there, wherever
+    it lands (Tune's graceful stop, a second Ctrl-C forcing it, Ray's shutdown), tells the
+    user the job can be continued."""
+    try:
+        yield
     except KeyboardInterrupt as exc:
-        print(f"{prog}: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise KeyboardInterrupt(RESUME_HINT) from exc
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are ignored inside: for the moment a job records how it ended (its
+    saved state, its MLflow runs), which a second Ctrl-C must not cut in half. It is short
+    (local writes, or a bounded number of retries to the tracking server)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 # -- value types for argparse ------------------------------------------------------------

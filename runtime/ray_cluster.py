@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,6 +45,7 @@ def ray_session(address: str | None = None) -> Iterator[str | None]:
     if ray.is_initialized():
         yield None
         return
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         context = ray.init(
             address=address,
@@ -53,6 +56,9 @@ def ray_session(address: str | None = None) -> Iterator[str | None]:
         )
     except ConnectionError as exc:
         raise UserError(f"--address {address}: cannot join a Ray cluster ({exc})") from None
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        # Ray's own handler exits at once; the command's stops the job like Ctrl-C does.
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield context.dashboard_url or None
     finally:

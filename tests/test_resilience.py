@@ -173,12 +173,23 @@ def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
     assert after["searcher"]["updates"] == 8 - adopted  # one per child, over the kill
 
 
-@pytest.mark.parametrize("then", ["--resume", "--restart"])
-def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(tmp_path, then):
-    """SIGINT to a real `automl search` while a child trains: exit 130 with one line, the
-    parent and the running child KILLED (not FINISHED, not stopped), finished children
-    kept. The same command refuses to start over; `--resume` trains the interrupted child
-    again and completes the search; `--restart` sets it aside and starts a new one."""
+@pytest.mark.parametrize(
+    "signals,code,then",
+    [
+        ([signal.SIGINT], 130, "--resume"),
+        ([signal.SIGTERM], 143, "--restart"),
+        ([signal.SIGINT, signal.SIGINT], 130, "--resume"),  # the second forces the stop
+    ],
+    ids=["ctrl-c", "sigterm", "ctrl-c-twice"],
+)
+def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(
+    tmp_path, signals, code, then
+):
+    """SIGINT or SIGTERM to a real `automl search` while a child trains: exit 130 / 143 with
+    one line, the parent and the running child KILLED (not FINISHED, not stopped), finished
+    children kept. The same command refuses to start over; `--resume` trains the
+    interrupted child again and completes the search; `--restart` sets it aside and
+    starts a new one."""
     args = _args(tmp_path, 2, epochs=40)
     args[args.index("--workers") + 1] = "1"
     log = tmp_path / "interrupted.log"
@@ -192,8 +203,10 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(tmp_pa
         assert proc.poll() is None and time.time() < deadline, log.read_text()
         time.sleep(0.5)
     time.sleep(3)  # an epoch or more into it
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130, log.read_text()
+    for number in signals:
+        proc.send_signal(number)
+        time.sleep(0.3)
+    assert proc.wait(timeout=120) == code, log.read_text()
     lines = [x for x in log.read_text().splitlines() if "interrupted" in x]
     assert lines == ["automl: interrupted; continue with --resume"], log.read_text()
     assert "Traceback" not in log.read_text()
@@ -224,14 +237,58 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(tmp_pa
         assert (folder / f"search_state.{summary['parent_run_id']}.pt").is_file()
 
 
-def _a_child_is_training(db: Path) -> bool:
+def test_ctrl_c_on_rl_train_marks_it_interrupted_and_resume_finishes_it(tmp_path):
+    """SIGINT to a real `rl train` while a seed trains: exit 130 with one line, the parent
+    and the running seed KILLED, the summary written with the seeds it did not finish;
+    `rl train --resume` continues from the checkpoints and finishes every seed."""
+    small = ("learning_starts=500", "eval_every=4000", "checkpoint_every=1000", "hidden=[32]")
+    args = [
+        *("train", "--env", "CartPole-v1", "--steps", "12000", "--seeds", "2"),
+        *("--workers", "1", "--json", "out.json"),
+        *(x for s in small for x in ("--set", s)),
+    ]
+    log = tmp_path / "interrupted.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rl.cli", *args], cwd=tmp_path, stdout=out, stderr=out
+        )
+    deadline = time.time() + 180
+    while not _a_child_is_training(tmp_path / "mlflow.db", role="rl-seed"):
+        assert proc.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.5)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()
+    assert "rl: interrupted; continue with --resume" in log.read_text().splitlines()
+    assert "Traceback" not in log.read_text()
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert "interrupted" in {s["status"] for s in summary["seeds"]}
+    client = MlflowClient(summary["tracking_uri"])
+    assert client.get_run(summary["parent_run_id"]).info.status == "KILLED"
+    runs = client.search_runs([summary["experiment_id"]])
+    assert "KILLED" in {r.info.status for r in runs} and "RUNNING" not in {
+        r.info.status for r in runs
+    }
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "rl.cli", *args, "--resume"], cwd=tmp_path, capture_output=True
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    after = json.loads((tmp_path / "out.json").read_text())
+    assert [s["status"] for s in after["seeds"]] == ["done", "done"]
+    assert all(s["steps"] == 12000 for s in after["seeds"])
+    assert client.get_run(after["parent_run_id"]).info.status == "FINISHED"
+
+
+def _a_child_is_training(db: Path, role: str = "child") -> bool:
     if not db.exists():
         return False
     with sqlite3.connect(db) as con:
         try:
             rows = con.execute(
                 "select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
-                "where t.key = 'automl.role' and t.value = 'child' and r.status = 'RUNNING'"
+                "where t.key = 'automl.role' and t.value = ? and r.status = 'RUNNING'",
+                (role,),
             ).fetchone()
         except sqlite3.OperationalError:  # tables not made yet
             return False
