@@ -15,7 +15,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,13 +77,36 @@ def check_experiment(uri: str, experiment: str) -> None:
     """A deleted experiment takes no runs: say how to restore it, before anything starts."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return  # a new store holds no deleted experiment
-    found = client(uri).get_experiment_by_name(experiment)
+    with store_lock(uri):
+        found = client(uri).get_experiment_by_name(experiment)
     if found is not None and found.lifecycle_stage == "deleted":
         raise UserError(
             f"--experiment {experiment}: deleted in MLflow ({uri}); restore it with "
             f"`MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id "
             f"{found.experiment_id}`, or choose another name"
         )
+
+
+@contextmanager
+def store_lock(uri: str, timeout: float = 300.0) -> Iterator[None]:
+    """Jobs that open one SQLite store at the same moment take turns here: the first to
+    use a new store creates its tables (MLflow's schema migration, which two processes
+    cannot run at once) and the experiment; the others then find both. A file lock beside
+    the database (``<file>.lock``), so it holds across processes; a server needs none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    path = uri.removeprefix("sqlite:///") + ".lock"
+    try:
+        with FileLock(path, timeout=timeout):
+            yield
+    except Timeout:
+        raise UserError(
+            f"tracking URI {uri}: another job has held {path} for {timeout:.0f} s; if none "
+            "is running, delete that file"
+        ) from None
 
 
 def client(uri: str):
@@ -136,15 +160,16 @@ def start_parent(
     """Create (or find) the experiment and open the parent run of a job."""
     from mlflow.entities import Param
 
-    mlflow = client(uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is None:
-        location = None
-        if uri.startswith("sqlite:///"):  # artifacts beside the database, at an absolute path
-            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-        experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
-    else:
-        experiment_id = found.experiment_id
+    with store_lock(uri):
+        mlflow = client(uri)  # a new SQLite store gets its tables here
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if uri.startswith("sqlite:///"):  # artifacts beside the database, absolute path
+                location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+            experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
     run = mlflow.create_run(experiment_id, run_name=run_name, tags={"automl.role": role})
     mlflow.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return ParentRun(uri, experiment_id, run.info.run_id)

@@ -321,3 +321,34 @@ def test_resume_refuses_changed_options_and_missing_state(tmp_path, local_ray, c
     assert main(args) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["trials"]) == 3
+
+
+def test_two_searches_started_at_once_on_a_new_sqlite_store_both_finish(tmp_path):
+    """Two real `automl search` processes, started together on one new SQLite file and one
+    new experiment: both finish, each with its own parent run and children there."""
+    db = tmp_path / "shared.db"
+    procs = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        args = _args(folder, 1, "--workers", "1")
+        args[args.index("--tracking-uri") + 1] = f"sqlite:///{db}"
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "automl.cli", *args],
+                cwd=folder,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    summaries = [json.loads((tmp_path / n / "summary.json").read_text()) for n in "ab"]
+    assert summaries[0]["experiment_id"] == summaries[1]["experiment_id"]
+    assert summaries[0]["parent_run_id"] != summaries[1]["parent_run_id"]
+    client = MlflowClient(f"sqlite:///{db}")
+    for summary in summaries:
+        assert client.get_run(summary["parent_run_id"]).info.status == "FINISHED"
+        assert [r.info.status for r in _children(summary).values()] == ["FINISHED"]
