@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import signal
 import sys
 import threading
@@ -45,7 +46,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) 
     interrupt (Ctrl-C, SIGTERM) one line and exit 130 / 143."""
     args = parser.parse_args(argv)
     ray_cluster.prepare(getattr(args, "address", None))  # before any command imports Ray
-    with sigterm_as_interrupt() as terminated:
+    with sigterm_as_interrupt() as terminated, warnings_shown(prog):
         try:
             return args.func(args)
         except UserError as exc:
@@ -54,6 +55,30 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) 
         except KeyboardInterrupt as exc:
             print(f"{prog}: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+class _WarningLine(logging.Handler):
+    """``automl: warning: ...``, one line on stderr. The stream is looked up at each
+    warning, so a live progress display that captures stderr shows it above itself."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(logging.WARNING)
+        self.prog = prog
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{self.prog}: warning: {record.getMessage()}", file=sys.stderr)
+
+
+@contextmanager
+def warnings_shown(package: str) -> Iterator[None]:
+    """Warnings the command's own package logs (``logging.getLogger(__name__)``) reach the
+    user while it runs; the command's name is its package's name."""
+    logger, handler = logging.getLogger(package), _WarningLine(package)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextmanager

@@ -205,3 +205,34 @@ def test_address_auto_without_a_cluster_leaves_nothing(tmp_path, workdir):
     )
     _assert_clean_failure(proc.returncode, proc.stderr, "--address auto: cannot join")
     assert _files(workdir) == set()
+
+
+def test_a_very_long_file_is_reported_and_max_seconds_crops_it(
+    tmp_path, workdir, automl_cache, capsys
+):
+    """One 30 s file among 0.5 s files: named with its length in one warning line (nothing
+    cropped silently); `--max-seconds` crops every utterance, and the warning goes."""
+    import json
+
+    import soundfile as sf
+    from conftest import RATE, tone
+
+    from automl.data.prepare import load_dataset
+
+    corpus = write_compare(tmp_path / "corpus")
+    sf.write(corpus / "wav" / "train_002.wav", tone(300.0, seconds=30.0), RATE)
+    code = main(["data", "--data", f"compare:{corpus}"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["counts"]["train"] == {"low": 4, "high": 4}
+    assert err.splitlines() == [
+        "automl: warning: 1 of 24 files are over 10x the median length (0.5 s): "
+        "train_002.wav (30.0 s); each makes its batch that long in every epoch; "
+        "--max-seconds S crops every utterance to its first S seconds"
+    ]
+    assert main(["data", "--data", f"compare:{corpus}", "--max-seconds", "0.5"]) == 0
+    assert capsys.readouterr().err == ""
+    cropped = load_dataset(f"compare:{corpus}", max_seconds=0.5).splits["train"].lengths
+    full = load_dataset(f"compare:{corpus}").splits["train"].lengths
+    assert cropped.max() == cropped.min() == full.min() and full.max() > 50 * full.min()
+    code, err = _run(["data", "--data", "digits", "--max-seconds", "2"], capsys)
+    _assert_clean_failure(code, err, "--max-seconds crops audio")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -26,13 +27,17 @@ class Frontend(Protocol):
     def config(self) -> dict: ...
 
 
-def read_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate``; unreadable or empty files are user errors."""
+def read_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate``, its first ``max_seconds`` only when given (only
+    those are read); unreadable or empty files are user errors."""
     import librosa
     import soundfile as sf
 
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            rate = f.samplerate
+            frames = -1 if max_seconds is None else round(max_seconds * rate)
+            audio = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise UserError(f"unreadable wav {path}: {exc}") from None
     if audio.size == 0:
@@ -54,14 +59,15 @@ class LogMel:
     n_mels: int = 40
     win_ms: float = 25.0
     hop_ms: float = 20.0
+    max_seconds: float | None = None  # crop each file to its first seconds (--max-seconds)
 
     def config(self) -> dict:
-        return {"kind": "logmel", **asdict(self)}
+        return {"kind": "logmel", **_settings(self)}
 
     def extract(self, path: Path) -> np.ndarray:
         import librosa
 
-        audio = read_audio(path, self.sample_rate)
+        audio = read_audio(path, self.sample_rate, self.max_seconds)
         mel = librosa.feature.melspectrogram(
             y=audio,
             sr=self.sample_rate,
@@ -83,14 +89,15 @@ class MFCC:
     deltas: bool = True
     win_ms: float = 25.0
     hop_ms: float = 20.0
+    max_seconds: float | None = None  # crop each file to its first seconds (--max-seconds)
 
     def config(self) -> dict:
-        return {"kind": "mfcc", **asdict(self)}
+        return {"kind": "mfcc", **_settings(self)}
 
     def extract(self, path: Path) -> np.ndarray:
         import librosa
 
-        audio = read_audio(path, self.sample_rate)
+        audio = read_audio(path, self.sample_rate, self.max_seconds)
         mfcc = librosa.feature.mfcc(
             y=audio,
             sr=self.sample_rate,
@@ -118,9 +125,10 @@ class OpenSmile:
     feature_set: str = "ComParE_2016"
     level: str = "lld"
     sample_rate: int = 16000
+    max_seconds: float | None = None  # crop each file to its first seconds (--max-seconds)
 
     def config(self) -> dict:
-        return {"kind": "opensmile", **asdict(self)}
+        return {"kind": "opensmile", **_settings(self)}
 
     def _smile(self):
         try:
@@ -140,7 +148,7 @@ class OpenSmile:
         )
 
     def extract(self, path: Path) -> np.ndarray:
-        audio = read_audio(path, self.sample_rate)
+        audio = read_audio(path, self.sample_rate, self.max_seconds)
         frame = self._smile().process_signal(audio, self.sample_rate)
         return np.nan_to_num(frame.to_numpy(dtype=np.float32))
 
@@ -148,16 +156,22 @@ class OpenSmile:
 FRONTENDS = {
     "mfcc": MFCC,
     "logmel": LogMel,
-    "compare-lld": lambda: OpenSmile("ComParE_2016", "lld"),
-    "egemaps": lambda: OpenSmile("eGeMAPSv02", "functionals"),
+    "compare-lld": partial(OpenSmile, "ComParE_2016", "lld"),
+    "egemaps": partial(OpenSmile, "eGeMAPSv02", "functionals"),
 }
 
 
-def make_frontend(name: str) -> Frontend:
+def _settings(frontend: object) -> dict:
+    """A frontend's fields for its cache key; an unset crop is left out, so the features
+    cached before the option existed are still found."""
+    return {k: v for k, v in asdict(frontend).items() if not (k == "max_seconds" and v is None)}
+
+
+def make_frontend(name: str, max_seconds: float | None = None) -> Frontend:
     """A frontend by its command-line name (see ``FRONTENDS``)."""
     if name not in FRONTENDS:
         raise UserError(f"unknown --frontend {name!r}; choose from {sorted(FRONTENDS)} or csv:PATH")
-    return FRONTENDS[name]()
+    return FRONTENDS[name](max_seconds=max_seconds)
 
 
 def _fft_size(win_ms: float, rate: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import numpy as np
 from automl.data import corpus as corpus_mod
 from automl.data import frontends, synth
 from automl.data.dataset import Dataset, Split
-from runtime.cli import option
+from runtime.cli import option, positive_float
 from runtime.errors import UserError
 from runtime.files import atomic_write
 
 FEATURE_VERSION = 1  # bump when extraction changes, so old caches are not reused
+LONG_FILE_FACTOR = 10  # a file this many times the median length is reported
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -35,21 +38,38 @@ class DataOptions:
         metadata=option("mfcc, logmel, compare-lld, egemaps (opensmile extra) or csv:PATH"),
     )
 
+    max_seconds: float | None = field(
+        default=None,
+        metadata=option(
+            "crop every utterance to its first S seconds (for corpora with a few very long "
+            "files; none by default)",
+            type=positive_float,
+            metavar="S",
+        ),
+    )
+
     def load(self) -> Dataset:
-        return load_dataset(self.data, self.frontend, self.task)
+        return load_dataset(self.data, self.frontend, self.task, max_seconds=self.max_seconds)
 
 
 def load_dataset(
-    data: str, frontend: str = "mfcc", task: str | None = None, cache_dir: Path | None = None
+    data: str,
+    frontend: str = "mfcc",
+    task: str | None = None,
+    cache_dir: Path | None = None,
+    max_seconds: float | None = None,
 ) -> Dataset:
     """Resolve ``--data`` (``synth-cry``, ``digits``, ``compare:DIR``) into a normalised Dataset."""
+    if max_seconds is not None and (data == "digits" or frontend.startswith("csv:")):
+        raise UserError("--max-seconds crops audio: it applies to audio corpora and frontends")
     if data == "digits":
         return _normalise(_digits())
     if cache_dir is None:
         synth.check_cache_root()
     if data == synth.NAME:
+        corpus_dir = synth.ensure_corpus()
         return load_dataset(
-            f"compare:{synth.ensure_corpus()}", frontend, task or synth.NAME, cache_dir
+            f"compare:{corpus_dir}", frontend, task or synth.NAME, cache_dir, max_seconds
         )
     if data.startswith("compare:"):
         from_csv = frontend.startswith("csv:")
@@ -57,9 +77,43 @@ def load_dataset(
         if from_csv:
             raw = _from_csv(corpus, Path(frontend.split(":", 1)[1]))
         else:
-            raw = _extract_cached(corpus, frontends.make_frontend(frontend), cache_dir)
+            chosen = frontends.make_frontend(frontend, max_seconds)
+            raw = _extract_cached(corpus, chosen, cache_dir)
+            _report_long_files(corpus, raw, max_seconds)
         return _normalise(raw)
     raise UserError(f"unknown --data {data!r}; use synth-cry, digits or compare:DIR")
+
+
+def _report_long_files(
+    corpus: corpus_mod.Corpus, dataset: Dataset, max_seconds: float | None
+) -> None:
+    """A few files far longer than the rest make every epoch slow (a batch is as long as
+    its longest member): say which, with their length, and how to crop them. Nothing is
+    cropped unless asked (``--max-seconds``)."""
+    names = np.concatenate([s.names for s in dataset.splits.values()])
+    frames = np.concatenate([s.lengths for s in dataset.splits.values()]).astype(float)
+    median = float(np.median(frames))
+    long = np.flatnonzero(frames > LONG_FILE_FACTOR * max(median, 1.0))
+    if not len(long):
+        return
+    longest = long[np.argsort(-frames[long])][:3]
+    seconds = [_seconds(corpus, str(names[i]), max_seconds) for i in longest]
+    seconds_per_frame = seconds[0] / frames[longest[0]]
+    shown = ", ".join(f"{names[i]} ({t:.1f} s)" for i, t in zip(longest, seconds, strict=True))
+    log.warning(
+        f"{len(long)} of {len(names)} files are over {LONG_FILE_FACTOR}x the median length "
+        f"({median * seconds_per_frame:.1f} s): {shown}{', ...' if len(long) > 3 else ''}; "
+        "each makes its batch that long in every epoch; --max-seconds S crops every "
+        "utterance to its first S seconds"
+    )
+
+
+def _seconds(corpus: corpus_mod.Corpus, name: str, max_seconds: float | None) -> float:
+    """How long a file is, from its header (after the crop, if any)."""
+    import soundfile as sf
+
+    seconds = float(sf.info(corpus.wav_dir / name).duration)
+    return seconds if max_seconds is None else min(seconds, max_seconds)
 
 
 def _extract_cached(
