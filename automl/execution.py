@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 from ray import tune
+from ray.tune import Callback
 from ray.tune.search import Searcher as TuneSearcher
-from ray.tune.stopper import Stopper
+from ray.tune.stopper import CombinedStopper, Stopper
 
 from automl.data.dataset import Dataset, Split
 from automl.search import SearchLoop
 from automl.train import EpochStats, TrainConfig, train_child
 from runtime import tracking
+from runtime.errors import UserError
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 
 METRIC = "dev_uar"
@@ -185,6 +187,36 @@ class LoopSearcher(TuneSearcher):
             self.on_change()
 
 
+class _Waiting(Callback, Stopper):
+    """Children Tune holds but cannot place (PENDING: no node has their CPUs/GPUs free),
+    counted for the progress line. With ``limit``, it ends the search once children have
+    waited that long while none runs: a cluster that adds nodes on demand added none.
+    (A Tune callback sees the trials' states; a stopper may end the experiment.)"""
+
+    def __init__(self, loop: SearchLoop, on_change: Callable[[], None], limit: float | None):
+        self.loop, self.on_change, self.limit = loop, on_change, limit
+        self.since: float | None = None  # since when children wait and none runs
+        self.gave_up = False
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.gave_up:  # the display keeps what the search ended on
+            return
+        waiting = sum(t.status == "PENDING" for t in trials)  # Tune's Trial.PENDING
+        running = sum(t.status == "RUNNING" for t in trials)
+        if waiting != self.loop.unplaced:
+            self.loop.unplaced = waiting
+            self.on_change()
+        self.since = (self.since or time.time()) if waiting and not running else None
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if self.limit is not None and self.since is not None:
+            self.gave_up = self.gave_up or time.time() - self.since >= self.limit
+        return self.gave_up
+
+
 def run_on_ray(
     loop: SearchLoop,
     dataset: Dataset,
@@ -196,13 +228,15 @@ def run_on_ray(
     on_change: Callable[[], None] | None = None,
     early_stop: EarlyStop | None = None,
     stop_at: float | None = None,
+    max_wait: float | None = None,
 ) -> None:
     """Train the loop's children on Ray until its budget is spent (inside
     :func:`runtime.ray_cluster.ray_session`).
 
     A child whose worker dies is started again up to ``retries`` times. ``early_stop``:
     the scheduler that stops hopeless children; ``stop_at``: when children still running
-    after the deadline are stopped (the deadline plus its grace)."""
+    after the deadline are stopped (the deadline plus its grace); ``max_wait``: how long
+    children may wait for resources while none runs."""
     trainable = tune.with_resources(
         tune.with_parameters(
             child_trainable, dataset=dataset, context=context, train_config=train_config
@@ -211,6 +245,8 @@ def run_on_ray(
     )
     early_stop = early_stop or EarlyStop()
     searcher = LoopSearcher(loop, context.parent, on_change, early_stop.reason, stop_at)
+    waiting = _Waiting(loop, searcher._changed, max_wait)
+    stoppers = [waiting, *([_Deadline(stop_at)] if stop_at else [])]
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -223,13 +259,20 @@ def run_on_ray(
         run_config=tune.RunConfig(
             name=f"search-{int(time.time())}",
             verbose=0,
-            stop=_Deadline(stop_at) if stop_at else None,
+            stop=CombinedStopper(*stoppers),
+            callbacks=[waiting],
             storage_path=str(storage.resolve()),
             failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     tuner.fit()
+    if waiting.gave_up:
+        raise UserError(
+            f"children waited {max_wait:.0f} s (--max-wait) for a node with "
+            f"{_needs(resources)} while none ran, and none came; the search is saved: add "
+            "such a node (or ask for less) and --resume it"
+        )
     if searcher.trials and not (stop_at and time.time() >= stop_at):
         # Tune returns with children still running only when it caught SIGINT: they were
         # interrupted, not stopped; their runs are closed and --resume trains them again.
@@ -237,6 +280,11 @@ def run_on_ray(
             tracking.close_abandoned(context.parent)
         raise KeyboardInterrupt
     searcher.settle_stopped()
+
+
+def _needs(resources: Resources) -> str:
+    gpus = f", {resources.gpus_per_trial:g} GPU" if resources.gpus_per_trial else ""
+    return f"{resources.cpus_per_trial:g} CPU{gpus} free"
 
 
 def finished_records(parent: tracking.ParentRun, trial: int | None = None) -> dict[int, dict]:

@@ -66,7 +66,7 @@ def run_search(
     tracking.check_reachable(uri)
     tracking.check_experiment(uri, config.experiment)
     ray_cluster.check_address(config.address)
-    if config.address is None:
+    if config.address is None and config.max_wait is None:
         ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, None)
     dataset = config.load()
     if saved and saved["data_fingerprint"] != dataset.fingerprint:
@@ -88,7 +88,7 @@ def run_search(
         pending = pool.submit(open_parent) if config.address is None else None
         try:
             session.enter_context(ray_cluster.ray_session(config.address))
-            if config.address is not None:
+            if config.address is not None and config.max_wait is None:
                 ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, config.address)
         except UserError:
             for folder in created:  # empty: nothing was written yet
@@ -114,6 +114,9 @@ def run_search(
             orphans = finished_records(parent)  # finished after the driver died
             loop.adopt([r for t, r in orphans.items() if t not in loop.by_trial])
 
+        if on_progress is not None:
+            on_progress(loop)  # the search has started: show it before Tune's first child
+
         def save_state(finished: bool = False) -> None:
             _save_state(config, loop, searcher, parent, dataset, time.time() - start, finished)
 
@@ -132,6 +135,7 @@ def run_search(
                 _on_change(loop, parent, save_state, on_progress),
                 early_stop,
                 _stop_at(config, loop.deadline),
+                config.max_wait,
             )
             status = "FINISHED"
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM; a second one forces Tune's stop

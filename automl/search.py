@@ -86,6 +86,7 @@ class SearchLoop:
         self.deadline = deadline  # time.time() after which no child starts
         self.out_of_time = False
         self.interrupted = False  # by the user (Ctrl-C): --resume continues it
+        self.unplaced = 0  # children handed out that wait for a worker (no resources free)
         self.objective = objective or Objective()
 
     def next_child(self) -> TrialRecord | None:

@@ -101,6 +101,15 @@ class SearchConfig(DataOptions):
             type=non_negative_float,
         ),
     )
+    max_wait: float | None = field(
+        default=None,
+        metadata=option(
+            "for a cluster that adds nodes on demand: children may wait this long (90s, 15m) "
+            "for CPUs/GPUs no node has now, while none runs. Without it, children asking for "
+            "more than any node has are refused before the search starts",
+            type=duration,
+        ),
+    )
     address: str | None = field(
         default=None, metadata=option("join this Ray cluster (default: start Ray locally)")
     )

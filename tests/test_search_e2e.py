@@ -304,3 +304,27 @@ def test_a_time_budget_ends_the_search_on_time_and_resume_extends_it(tmp_path, l
     assert code == 0 and resumed["ended"] == "time budget"
     assert resumed["parent_run_id"] == first["parent_run_id"]
     assert resumed["trained"] > first["trained"]
+
+
+def test_children_no_node_can_place_wait_max_wait_then_the_search_ends_resumable(
+    tmp_path, local_ray, capsys
+):
+    """With --max-wait (a cluster that adds nodes on demand), children asking for a GPU no
+    node has wait, visibly, that long while none runs; then one line, exit 2, the state
+    kept: --resume asking for what the nodes have finishes the search."""
+    args = ("--searcher", "random", "--trials", "2", "--epochs", "1", "--experiment", "gpu")
+    started = time.time()
+    code, summary = _digits_search(tmp_path, *args, "--gpus-per-trial", "1", "--max-wait", "8s")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "waiting 1 for a free worker" in err  # the progress line said so meanwhile
+    assert (
+        "automl: error: children waited 8 s (--max-wait) for a node with 1 CPU, 1 GPU free "
+        "while none ran, and none came; the search is saved: add such a node (or ask for "
+        "less) and --resume it"
+    ) in err.splitlines()
+    assert 8 <= time.time() - started < 8 + 60
+    assert summary["trained"] == 1 and not summary["trials"][0]["status"] == "done"
+    code, resumed = _digits_search(tmp_path, *args, "--resume")
+    assert code == 0 and [t["status"] for t in resumed["trials"]] == ["done", "done"]
+    assert resumed["parent_run_id"] == summary["parent_run_id"]

@@ -72,13 +72,15 @@ class ProgressLine:
         self.task = self.bar.add_task("search", total=total, status="starting")
 
     def __enter__(self) -> ProgressLine:
-        return self  # the line appears with the first child, after every check has passed
+        return self  # the line appears once every check has passed and the search starts
 
     def update(self, loop) -> None:
         if not self.bar.live.is_started:
             self.bar.start()
         best = loop.best()
-        status = f"running {loop.running}" + (f"  cached {loop.cached}" if loop.cached else "")
+        status = f"running {loop.running - loop.unplaced}"
+        status += f"  waiting {loop.unplaced} for a free worker" if loop.unplaced else ""
+        status += f"  cached {loop.cached}" if loop.cached else ""
         status += f"  best UAR {best.dev_uar:.4f}" if best else ""
         self.bar.update(self.task, completed=loop.completed, status=status)
 
