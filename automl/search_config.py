@@ -12,11 +12,11 @@ from automl.searchers import SEARCHERS
 from runtime.cli import (
     duration,
     non_negative_float,
-    non_negative_int,
     option,
     overrides_option,
     positive_float,
     positive_int,
+    retry_count,
 )
 
 
@@ -127,7 +127,7 @@ class SearchConfig(DataOptions):
     retries: int = field(
         default=2,
         metadata=option(
-            "times a child is restarted when its worker process dies", type=non_negative_int
+            "times a child is restarted when its worker process dies (0-10)", type=retry_count
         ),
     )
     storage: str = field(

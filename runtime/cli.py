@@ -145,6 +145,15 @@ def non_negative_int(text: str) -> int:
     return _number(text, int, 0, "an integer >= 0")
 
 
+def retry_count(text: str) -> int:
+    """Restarts of a dead worker: a child that kills its worker every time should fail
+    soon, not be retried without end."""
+    value = _number(text, int, 0, "an integer from 0 to 10")
+    if value > 10:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 10, got {text!r}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     return _number(text, float, 0.0, "a number >= 0")
 

@@ -131,6 +131,10 @@ def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):
         ({"--target": "1000"}, "--target needs --objective uar-latency or uar-params"),
         ({"--gpus-per-trial": "1"}, "--gpus-per-trial 1: no node can run a trial"),
         ({"--cpus-per-trial": "64"}, "--cpus-per-trial 64 --gpus-per-trial 0: no node can"),
+        ({"--retries": "-1"}, "argument --retries: expected an integer from 0 to 10"),
+        ({"--retries": "1000"}, "argument --retries: expected an integer from 0 to 10"),
+        ({"--max-wait": "soon"}, "argument --max-wait: expected a duration like 90s"),
+        ({"--max-seconds": "0"}, "argument --max-seconds: expected a number > 0"),
     ],
 )
 def test_bad_option(tmp_path, workdir, capsys, options, message):

@@ -324,7 +324,7 @@ def test_children_no_node_can_place_wait_max_wait_then_the_search_ends_resumable
         "less) and --resume it"
     ) in err.splitlines()
     assert 8 <= time.time() - started < 8 + 60
-    assert summary["trained"] == 1 and not summary["trials"][0]["status"] == "done"
+    assert summary["trained"] == 1 and summary["trials"][0]["status"] != "done"
     code, resumed = _digits_search(tmp_path, *args, "--resume")
     assert code == 0 and [t["status"] for t in resumed["trials"]] == ["done", "done"]
     assert resumed["parent_run_id"] == summary["parent_run_id"]
