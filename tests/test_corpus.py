@@ -52,13 +52,32 @@ def test_newer_csv_layout(compare_corpus):
     assert len(corpus.partitions["devel"]) == 8 and corpus.classes == ["high", "low"]
 
 
-def test_label_file_with_a_byte_order_mark(compare_corpus):
-    """Spreadsheet programs save UTF-8 with a BOM; the header must still read file_name."""
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "cp1252"])
+def test_label_files_in_the_encodings_spreadsheets_save(compare_corpus, caplog, encoding):
+    """UTF-8 with a BOM (the header must still read file_name), UTF-16 with its BOM
+    ("Unicode text"), Windows-1252 (with a warning naming the first non-UTF-8 line)."""
     root = compare_corpus()
     tsv = root / "lab" / "toy.tsv"
-    tsv.write_bytes(b"\xef\xbb\xbf" + tsv.read_bytes())
+    text = tsv.read_text().replace("\thigh", "\taigu-é")
+    tsv.write_bytes(text.encode(encoding))
     corpus = load_compare(root)
-    assert corpus.classes == ["high", "low"] and len(corpus.partitions["train"]) == 8
+    assert corpus.classes == ["aigu-é", "low"] and len(corpus.partitions["train"]) == 8
+    warned = [r.getMessage() for r in caplog.records if "not UTF-8" in r.getMessage()]
+    assert warned == (
+        [f"label file {tsv} is not UTF-8 (line 6): read as Windows-1252"]
+        if encoding == "cp1252"
+        else []
+    )
+
+
+def test_a_label_file_in_no_known_encoding_names_the_line(compare_corpus):
+    root = compare_corpus()
+    tsv = root / "lab" / "toy.tsv"
+    lines = tsv.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"low", b"l\x81w").replace(b"high", b"h\x81gh")
+    tsv.write_bytes(b"\n".join(lines))
+    with pytest.raises(UserError, match=r"toy.tsv, line 4: neither UTF-8 nor Windows-1252"):
+        load_compare(root)
 
 
 def test_several_tasks_need_task_option(compare_corpus):

@@ -14,12 +14,17 @@ from :mod:`automl.data.features`.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.errors import UserError
+
+log = logging.getLogger(__name__)
 
 PARTITIONS = ("train", "devel", "test")
 CONFIDENTIAL_SUFFIX = "_confidential"
@@ -98,13 +103,37 @@ def _choose_task(lab: Path, task: str | None) -> str:
 
 def _read_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:  # spreadsheets write a BOM
-            rows = [row for row in csv.reader(fh, delimiter=delimiter) if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = _decode(path, path.read_bytes())
+        rows = [
+            row for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if row
+        ]
+    except (OSError, csv.Error) as exc:
         raise UserError(f"cannot read label file {path}: {exc}") from None
     if not rows:
         raise UserError(f"label file {path} is empty")
     return [h.strip() for h in rows[0]], rows[1:]
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """The encodings label files come in: UTF-8 (with the byte-order mark spreadsheets
+    write, or without), UTF-16 with its mark ("Unicode text"), and Windows-1252 for files
+    that are not UTF-8 (said in a warning naming the first such line)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        raise UserError(
+            f"label file {path}, line {line}: neither UTF-8 nor Windows-1252 text; save it as UTF-8"
+        ) from None
+    log.warning(f"label file {path} is not UTF-8 (line {line}): read as Windows-1252")
+    return text
 
 
 def _read_task_tsv(lab: Path, task: str) -> dict[str, list[Item]]:
