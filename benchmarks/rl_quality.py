@@ -86,6 +86,8 @@ def main() -> None:
                 f"first step reaching it {[s['steps_to_threshold'] for s in summary['seeds']]}"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.only and args.out.is_file():  # one task re-run: the others' results stay
+        results = {**json.loads(args.out.read_text())["tasks"], **results}
     args.out.write_text(json.dumps({"benchmark": "rl_quality", "tasks": results}, indent=2) + "\n")
     print(f"written to {args.out}")
 

@@ -1,0 +1,87 @@
+"""The cluster launcher configs in cluster/: valid against the schema shipped inside the
+installed `ray` package, and set up the way a search on them needs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
+LAUNCHERS = ["ray-cluster.yaml", "aws.yaml", "gcp.yaml"]
+VENV_RAY = "~/automl-rl/.venv/bin/ray"
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_config_passes_rays_schema(name):
+    """As `ray up` does: the provider's defaults filled in, then the schema checked."""
+    validate_config(prepare_config(_load(name)))  # raises jsonschema.ValidationError
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_every_node_gets_the_project_and_starts_its_own_ray(name):
+    config = _load(name)
+    assert config["file_mounts"] == {"~/automl-rl": "."}  # the project, from `ray up`'s root
+    assert ".venv" in config["rsync_exclude"]
+    for role in ("head", "worker"):
+        setup = " ".join(config.get("setup_commands", []) + config[f"{role}_setup_commands"])
+        assert re.search(r"-e ~/automl-rl|make \.venv/bin/\.installed", setup), setup
+        torch_index = "whl/cpu" if role == "head" else "whl/cu126"
+        assert torch_index in setup  # CUDA torch on the GPU workers only
+        commands = config[f"{role}_start_ray_commands"]
+        ray_calls = re.findall(r"(\S*ray) (?:start|stop)\b", " ".join(commands))
+        assert ray_calls and set(ray_calls) == {VENV_RAY}, commands  # no bare `ray stop`
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml"])
+def test_cloud_configs_have_a_cpu_head_and_autoscaling_gpu_workers(name):
+    config = _load(name)
+    types = config["available_node_types"]
+    head = config["head_node_type"]
+    assert types[head]["resources"] == {"CPU": 0}  # children train on the workers
+    workers = [t for n, t in types.items() if n != head]
+    assert len(workers) == 1
+    assert workers[0]["min_workers"] == 0 < workers[0]["max_workers"] <= config["max_workers"]
+    gpu = str(workers[0]["node_config"])
+    assert re.search(r"g5\.|guestAccelerators", gpu)
+    server = " ".join(config["head_start_ray_commands"])
+    assert "mlflow server" in server and "--allowed-hosts" in server
+
+
+def test_kuberay_pods_reach_an_mlflow_server_that_accepts_their_host_name():
+    """The Ray pods' tracking URI names the manifest's own MLflow Service, and the server
+    allows that host name (else every API call is refused with 403)."""
+    docs = list(yaml.safe_load_all((CLUSTER / "kuberay-cluster.yaml").read_text()))
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert {d["metadata"]["namespace"] for d in docs} == {"automl"}
+    ray_cluster = by_kind[("RayCluster", "automl")]["spec"]
+    pods = [ray_cluster["headGroupSpec"]] + ray_cluster["workerGroupSpecs"]
+    uris = {
+        e["value"]
+        for pod in pods
+        for c in pod["template"]["spec"]["containers"]
+        for e in c["env"]
+        if e["name"] == "MLFLOW_TRACKING_URI"
+    }
+    assert len(uris) == 1 and len(pods) == len(ray_cluster["workerGroupSpecs"]) + 1
+    host_port = uris.pop().removeprefix("http://")
+    service, namespace = host_port.split(":")[0].split(".")[:2]
+    port = int(host_port.split(":")[1])
+    spec = by_kind[("Service", service)]["spec"]
+    assert namespace == "automl" and spec["ports"][0]["port"] == port
+    server = by_kind[("Deployment", service)]["spec"]["template"]
+    assert spec["selector"].items() <= server["metadata"]["labels"].items()
+    args = server["spec"]["containers"][0]["args"]
+    allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1]
+    assert host_port in allowed.split(",")
+    head = ray_cluster["headGroupSpec"]["template"]["spec"]
+    assert head["volumes"][0]["persistentVolumeClaim"]["claimName"] in {
+        name for kind, name in by_kind if kind == "PersistentVolumeClaim"
+    }
