@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class Resources:
     workers: int = 1  # children trained at once
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    custom: dict[str, float] = field(default_factory=dict)  # Ray resources by name
 
 
 def child_trainable(
@@ -241,7 +242,7 @@ def run_on_ray(
         tune.with_parameters(
             child_trainable, dataset=dataset, context=context, train_config=train_config
         ),
-        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
+        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial, **resources.custom},
     )
     early_stop = early_stop or EarlyStop()
     searcher = LoopSearcher(loop, context.parent, on_change, early_stop.reason, stop_at)
@@ -284,7 +285,8 @@ def run_on_ray(
 
 def _needs(resources: Resources) -> str:
     gpus = f", {resources.gpus_per_trial:g} GPU" if resources.gpus_per_trial else ""
-    return f"{resources.cpus_per_trial:g} CPU{gpus} free"
+    custom = "".join(f", {v:g} {k}" for k, v in resources.custom.items())
+    return f"{resources.cpus_per_trial:g} CPU{gpus}{custom} free"
 
 
 def finished_records(parent: tracking.ParentRun, trial: int | None = None) -> dict[int, dict]:

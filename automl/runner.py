@@ -66,8 +66,9 @@ def run_search(
     tracking.check_reachable(uri)
     tracking.check_experiment(uri, config.experiment)
     ray_cluster.check_address(config.address)
+    custom = config.custom_resources()
     if config.address is None and config.max_wait is None:
-        ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, None)
+        ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, None, custom)
     dataset = config.load()
     if saved and saved["data_fingerprint"] != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
@@ -89,7 +90,9 @@ def run_search(
         try:
             session.enter_context(ray_cluster.ray_session(config.address))
             if config.address is not None and config.max_wait is None:
-                ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, config.address)
+                ray_cluster.check_fits(
+                    config.cpus_per_trial, config.gpus_per_trial, config.address, custom
+                )
         except UserError:
             for folder in created:  # empty: nothing was written yet
                 folder.rmdir()
@@ -127,7 +130,7 @@ def run_search(
             run_on_ray(
                 loop,
                 dataset,
-                Resources(config.workers, config.cpus_per_trial, config.gpus_per_trial),
+                Resources(config.workers, config.cpus_per_trial, config.gpus_per_trial, custom),
                 context,
                 train_config,
                 config.folder / "ray",

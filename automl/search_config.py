@@ -14,10 +14,12 @@ from runtime.cli import (
     non_negative_float,
     option,
     overrides_option,
+    parse_key_values,
     positive_float,
     positive_int,
     retry_count,
 )
+from runtime.errors import UserError
 
 
 @dataclass(kw_only=True)
@@ -101,6 +103,14 @@ class SearchConfig(DataOptions):
             type=non_negative_float,
         ),
     )
+    trial_resources: list[str] = field(
+        default_factory=list,
+        metadata=overrides_option(
+            "a custom Ray resource every child needs, e.g. a100=1 for nodes started with "
+            "`ray start --resources '{\"a100\": 1}'` (repeatable)",
+            "--trial-resource",
+        ),
+    )
     max_wait: float | None = field(
         default=None,
         metadata=option(
@@ -154,3 +164,13 @@ class SearchConfig(DataOptions):
     @property
     def folder(self) -> Path:
         return Path(self.storage).resolve() / self.experiment
+
+    def custom_resources(self) -> dict[str, float]:
+        """``--trial-resource`` as Ray resource amounts; a bad one is a user error."""
+        amounts = parse_key_values(self.trial_resources, "--trial-resource")
+        for name, amount in amounts.items():
+            if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
+                raise UserError(f"--trial-resource {name}={amount}: expected a number > 0")
+            if name.upper() in ("CPU", "GPU"):
+                raise UserError(f"--trial-resource {name}: use --{name.lower()}s-per-trial")
+        return {k: float(v) for k, v in amounts.items()}

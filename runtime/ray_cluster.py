@@ -65,12 +65,15 @@ def ray_session(address: str | None = None) -> Iterator[str | None]:
         ray.shutdown()
 
 
-def check_fits(cpus: float, gpus: float, address: str | None) -> None:
+def check_fits(
+    cpus: float, gpus: float, address: str | None, custom: dict[str, float] | None = None
+) -> None:
     """A trial asking for more CPUs or GPUs than any node has would wait forever, without a
     word from Tune: one line instead. A local Ray (``address`` None) is checked against
     this machine before it starts; a joined cluster against its live nodes (call after
-    joining). A cluster that adds nodes on demand may be refused here: give its largest
-    node type's resources a running node, or ask for less."""
+    joining). ``custom``: Ray resources by name (``ray start --resources``) a trial needs
+    too. A cluster that adds nodes on demand is refused here: searches take
+    ``--max-wait`` there."""
     if address is None:
         import torch
 
@@ -79,14 +82,14 @@ def check_fits(cpus: float, gpus: float, address: str | None) -> None:
         import ray
 
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+    need = {"CPU": cpus, "GPU": gpus, **(custom or {})}
+    if any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
         return
     where = "this machine has" if address is None else "the cluster's nodes have"
-    have = "; ".join(f"{n.get('CPU', 0):g} CPUs, {n.get('GPU', 0):g} GPUs" for n in nodes)
-    raise UserError(
-        f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node can run a trial "
-        f"({where} {have}); ask for less"
-    )
+    have = "; ".join(", ".join(f"{n.get(k, 0):g} {k}" for k in need) for n in nodes)
+    asked = f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}"
+    asked += "".join(f" --trial-resource {k}={v:g}" for k, v in (custom or {}).items())
+    raise UserError(f"{asked}: no node can run a trial ({where} {have}); ask for less")
 
 
 def _driver_address(address: str | None) -> dict[str, str]:

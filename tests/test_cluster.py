@@ -1,5 +1,6 @@
 """A real multi-node Ray cluster on this machine: a head and a second node as separate
-processes on 127.0.0.1 (one CPU each, so two children at once must use both), an
+processes on 127.0.0.1 (one CPU each, so two children at once must use both; the second
+with a custom resource only it has), an
 `mlflow server` on 127.0.0.1, and `automl search` / `rl train` joining with --address
 from a separate driver process, as users run them on a cluster."""
 
@@ -32,6 +33,7 @@ def _env() -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **AUTH}
 
 
+SPECIAL = "special"  # a custom resource only the second node has
 SPACE = "family: rnn\nlayers: {count: 1, units: [8, 16, 24, 32], activation: [tanh, relu]}\n"
 
 
@@ -67,7 +69,8 @@ def cluster() -> Iterator[str]:
     nodes = [_ray_node(["--head", "--port", str(port), "--include-dashboard", "false"], temp_dir)]
     try:
         _wait_for_nodes(address, 1)
-        nodes.append(_ray_node(["--address", address], temp_dir))
+        second = ["--address", address, "--resources", json.dumps({SPECIAL: 1})]
+        nodes.append(_ray_node(second, temp_dir))
         _wait_for_nodes(address, 2)
         yield address
     finally:
@@ -112,6 +115,24 @@ def test_a_search_spreads_children_over_both_nodes(tmp_path, cluster, server):
     summary = json.loads((tmp_path / "out.json").read_text())
     assert summary["tracking_uri"] == server and summary["trained"] == 4
     assert len(_nodes_of_children(server, summary)) == 2  # every run reached the server
+
+
+def test_children_needing_a_custom_resource_run_only_where_it_is(tmp_path, cluster, server):
+    """Two children at once could use both nodes (as above), but each needs `special`,
+    which only the second node has: both run there, one after the other. A resource no
+    node has is refused in one line before anything starts."""
+    (tmp_path / "space.yaml").write_text(SPACE)
+    search = ["automl.cli", "search", "--address", cluster, "--tracking-uri", server,
+              "--data", "digits", "--space", "space.yaml", "--searcher", "random",
+              "--trials", "2", "--epochs", "1", "--workers", "2", "--cpus-per-trial", "1",
+              "--experiment", "cluster-special", "--json", "out.json"]  # fmt: skip
+    done = _driver([*search, "--trial-resource", f"{SPECIAL}=1"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert summary["trained"] == 2 and len(_nodes_of_children(server, summary)) == 1
+    refused = _driver([*search, "--trial-resource", "a100=1"], tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--trial-resource a100=1: no node can run a trial" in refused.stderr
 
 
 def test_rl_train_spreads_seeds_over_both_nodes(tmp_path, cluster, server):
