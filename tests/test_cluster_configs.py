@@ -85,3 +85,14 @@ def test_kuberay_pods_reach_an_mlflow_server_that_accepts_their_host_name():
     assert head["volumes"][0]["persistentVolumeClaim"]["claimName"] in {
         name for kind, name in by_kind if kind == "PersistentVolumeClaim"
     }
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    """A package left out of the image fails only on the cluster, at import."""
+    import tomllib
+
+    root = CLUSTER.parent
+    found = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {p.rstrip("*") for p in found["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (\S+) \./", (CLUSTER / "Dockerfile").read_text(), re.M))
+    assert packages <= copied, packages - copied
