@@ -50,7 +50,7 @@ def check_reachable(uri: str) -> None:
         url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                response.read()
+                answer = response.read()
         except urllib.error.HTTPError as exc:
             detail = " ".join(exc.read(300).decode("utf-8", "replace").split())
             hint = (
@@ -65,12 +65,39 @@ def check_reachable(uri: str) -> None:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UserError(f"tracking server {uri} is unreachable ({reason})") from None
+        _check_artifact_store(uri, answer)
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise UserError(f"tracking URI {uri}: folder {folder} is missing or not writable")
     else:
         raise UserError(f"tracking URI {uri}: use sqlite:///PATH or http(s)://HOST:PORT")
+
+
+def _check_artifact_store(uri: str, answer: bytes) -> None:
+    """Runs store their models through the server (``mlflow-artifacts:``, MLflow's default)
+    or in a store every machine reaches (s3, gs, ...). A server started without serving
+    artifacts hands out a path on its own disk instead: a relative one each client would
+    resolve in its own folder, an absolute one only machines sharing that disk can write.
+    Say so now rather than when the first child saves its weights."""
+    try:
+        experiments = json.loads(answer).get("experiments") or []
+    except (ValueError, AttributeError):
+        return
+    location = experiments[0].get("artifact_location", "") if experiments else ""
+    scheme = location.split(":", 1)[0] if "://" in location or ":/" in location else ""
+    if scheme not in ("", "file"):
+        return  # served by it, or a remote store
+    path = Path(location.removeprefix("file://") if scheme else location)
+    nearest = next((p for p in (path, *path.parents) if p.exists()), None)
+    if path.is_absolute() and nearest and nearest.is_dir() and os.access(nearest, os.W_OK):
+        return  # a disk this machine may share with the server (it cannot tell more)
+    raise UserError(
+        f"tracking server {uri} keeps artifacts at {location}, a path on its own disk that "
+        "this machine cannot write: start it serving artifacts (`mlflow server "
+        "--artifacts-destination DIR`, without --no-serve-artifacts) or give every machine "
+        "that path"
+    )
 
 
 def check_experiment(uri: str, experiment: str) -> None:

@@ -134,6 +134,21 @@ def test_a_server_refusing_this_host_name_is_found_before_the_search(tmp_path, c
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_a_server_keeping_artifacts_on_its_own_disk_is_found_before_the_search(tmp_path, capsys):
+    """Started without serving artifacts, a server hands out a path on its own disk; here
+    one this machine cannot write (a file stands where its folder would be): one line,
+    before anything starts."""
+    (tmp_path / "blocker").write_text("")
+    root = tmp_path / "blocker" / "mlruns"
+    extra = ("--no-serve-artifacts", "--default-artifact-root", str(root))
+    with mlflow_server_at(tmp_path, *extra) as uri:
+        code, summary = _search(tmp_path, "--tracking-uri", uri, trials=1)
+    err = capsys.readouterr().err
+    assert code == 2 and not summary and "Traceback" not in err
+    assert f"tracking server {uri} keeps artifacts at {root}/0, a path on its own" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_search_over_http_tracking_server(tmp_path, local_ray, mlflow_server):
     code, summary = _search(
         tmp_path,
