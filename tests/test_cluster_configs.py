@@ -96,3 +96,21 @@ def test_the_image_copies_every_package_the_project_installs():
     packages = {p.rstrip("*") for p in found["packages"]["find"]["include"]}
     copied = set(re.findall(r"^COPY (\S+) \./", (CLUSTER / "Dockerfile").read_text(), re.M))
     assert packages <= copied, packages - copied
+
+
+def test_the_rayjob_runs_a_search_the_command_accepts_on_that_cluster():
+    """The RayJob's entrypoint parses as `automl search` options, targets the manifest's
+    RayCluster, and keeps its state on the head's corpus volume."""
+    import shlex
+
+    from automl.cli import build_parser
+
+    docs = list(yaml.safe_load_all((CLUSTER / "kuberay-cluster.yaml").read_text()))
+    job = next(d for d in docs if d["kind"] == "RayJob")
+    cluster = next(d for d in docs if d["kind"] == "RayCluster")
+    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    program, *argv = shlex.split(job["spec"]["entrypoint"])
+    assert program == "automl"
+    args = build_parser().parse_args(argv)
+    assert args.address == "auto" and args.max_wait is not None
+    assert args.storage.startswith("/data/") and args.data.startswith("compare:/data/")
