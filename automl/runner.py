@@ -13,6 +13,7 @@ MLflow parent run is reused, and the search ends with exactly ``trials`` childre
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ STATE_FILE = "search_state.pt"
 #: what must match for --resume to continue a search (trials may grow); the searcher's
 #: own state checks its kind, its options and the space
 RESUME_KEYS = ("data", "seed", "epochs", "frontend", "task", "objective", "target")
+BEST_CHILD_TAG = "automl.best_child_run_id"  # on the parent run: its best child so far
 GRACE_SHARE, GRACE_MIN = 0.1, 10.0  # children running at the deadline: 10% more, >= 10 s
 
 
@@ -123,7 +125,9 @@ def run_search(
         def save_state(finished: bool = False) -> None:
             _save_state(config, loop, searcher, parent, dataset, time.time() - start, finished)
 
-        context = TrialContext(parent, faults, placeholder={METRIC: 0.0})
+        tags, data_input = _provenance(config, dataset)
+        tracking.log_dataset(parent.uri, parent.parent_run_id, data_input)
+        context = TrialContext(parent, faults, {METRIC: 0.0}, tags, data_input)
         train_config = TrainConfig(seed=config.seed, threads=max(1, int(config.cpus_per_trial)))
         status = "FAILED"
         try:
@@ -310,6 +314,24 @@ def _open_parent(
     )
 
 
+def _provenance(
+    config: SearchConfig, dataset: Dataset
+) -> tuple[dict[str, str], tracking.DatasetInfo]:
+    """What every child run records of where it came from (tags), and the corpus as the
+    run's MLflow dataset input: enough to retrain it or to tell two children's data apart."""
+    tags = {
+        "automl.data": config.data,
+        "automl.frontend": config.frontend,
+        "automl.data_fingerprint": dataset.fingerprint,
+        "automl.seed": str(config.seed),
+        "automl.code_version": tracking.code_version(),
+    }
+    profile = {k: v for k, v in dataset.summary().items() if k != "fingerprint"}
+    profile["frontend"] = config.frontend
+    info = tracking.DatasetInfo(dataset.name, dataset.fingerprint, config.data, json.dumps(profile))
+    return tags, info
+
+
 def _on_change(
     loop: SearchLoop,
     parent: tracking.ParentRun,
@@ -329,7 +351,8 @@ def _on_change(
         if best is not None and best.reward > best_logged:  # the best by the objective
             best_logged = best.reward
             metrics = {"best_reward": best.reward, "best_dev_uar": best.dev_uar}
-            tracking.log_parent_metrics(parent, metrics, loop.completed)
+            link = {BEST_CHILD_TAG: best.mlflow_run_id} if best.mlflow_run_id else {}
+            tracking.log_parent_metrics(parent, metrics, loop.completed, link)
         if on_progress is not None:
             on_progress(loop)
 

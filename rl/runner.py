@@ -174,6 +174,7 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
         after_ray.enter_context(resumable_interrupts())  # checkpoints are written from here
         # Once Ray is down (a forced stop included), no seed's run can stay RUNNING.
         after_ray.callback(tracking.close_abandoned, parent)
+        provenance = {"automl.env": job.env, "automl.code_version": tracking.code_version()}
         status = "FAILED"
         rows: list[dict[str, Any]] = []
         try:
@@ -182,7 +183,7 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
                     seed_trainable,
                     algo=job.algo,
                     base=base,
-                    context=TrialContext(parent, faults),
+                    context=TrialContext(parent, faults, tags=provenance),
                     checkpoint_root=str(root),
                     resume=job.resume,
                 ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -28,6 +29,7 @@ from runtime.errors import UserError
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "automl.trial"  # the trial's number in its job (child number, seed)
+EXPERIMENT_KIND = "mlflow.experimentKind"
 FLUSH_SECONDS = 5.0  # how often a trial's live metrics reach the store
 T = TypeVar("T")
 
@@ -173,6 +175,52 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class DatasetInfo:
+    """What MLflow shows in a run's Dataset column: a name, a digest of the content (and
+    of how features were made), where it came from, and a JSON profile."""
+
+    name: str
+    digest: str
+    source: str
+    profile: str = "{}"
+
+    def as_input(self, context: str = "training") -> Any:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(self.name, self.digest[:36], "local", json.dumps({"uri": self.source}),
+                          profile=self.profile)  # fmt: skip
+        return DatasetInput(dataset, [InputTag("mlflow.data.context", context)])
+
+
+def code_version() -> str:
+    """This project's version, and its git commit when it runs from a checkout (with
+    ``+dirty`` when the checkout has changes): what a child was trained with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("automl-rl")
+    except PackageNotFoundError:
+        text = "unknown"
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+        changes = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return text
+    return f"{text}+git.{commit}" + (".dirty" if changes else "")
+
+
+def log_dataset(uri: str, run_id: str, dataset: DatasetInfo) -> None:
+    retry(lambda: client(uri).log_inputs(run_id, datasets=[dataset.as_input()]))
+
+
+@dataclass(frozen=True)
 class ParentRun:
     """Where a job logs: small and picklable, so it travels to Ray workers."""
 
@@ -197,6 +245,9 @@ def start_parent(
             experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
         else:
             experiment_id = found.experiment_id
+        if found is None or EXPERIMENT_KIND not in found.tags:
+            # the UI opens it on its runs (MLflow 3 would guess a GenAI experiment)
+            mlflow.set_experiment_tag(experiment_id, EXPERIMENT_KIND, "custom_model_development")
     run = mlflow.create_run(experiment_id, run_name=run_name, tags={"automl.role": role})
     mlflow.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return ParentRun(uri, experiment_id, run.info.run_id)
@@ -250,12 +301,15 @@ def close_stopped(
     return run_id
 
 
-def log_parent_metrics(parent: ParentRun, metrics: dict[str, float], step: int) -> None:
-    from mlflow.entities import Metric
+def log_parent_metrics(
+    parent: ParentRun, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None
+) -> None:
+    from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-    retry(lambda: client(parent.uri).log_batch(parent.parent_run_id, metrics=batch))
+    labels = [RunTag(k, v) for k, v in (tags or {}).items()]
+    retry(lambda: client(parent.uri).log_batch(parent.parent_run_id, metrics=batch, tags=labels))
 
 
 def finish_parent(
@@ -293,6 +347,7 @@ class ChildRun:
         run_name: str,
         params: dict[str, Any],
         tags: dict[str, str] | None = None,
+        dataset: DatasetInfo | None = None,
     ) -> None:
         from mlflow.entities import Param
 
@@ -309,6 +364,8 @@ class ChildRun:
         self.flushed_at = time.monotonic()
         batch = [Param(k, str(v)[:6000]) for k, v in params.items()]
         retry(lambda: self.client.log_batch(self.run_id, params=batch))
+        if dataset is not None:
+            retry(lambda: self.client.log_inputs(self.run_id, datasets=[dataset.as_input()]))
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Buffered and written every ``FLUSH_SECONDS``: curves stay live in the UI for long

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.faults import FaultPlan
-from runtime.tracking import TRIAL_TAG, ChildRun, ParentRun, close_abandoned
+from runtime.tracking import TRIAL_TAG, ChildRun, DatasetInfo, ParentRun, close_abandoned
 
 FINISHED = "finished"  # the trial's last result: the work ended (well or not)
 FAILED = "failed"  # the work raised; ERROR holds why
@@ -37,6 +37,8 @@ class TrialContext:
     parent: ParentRun | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     placeholder: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # on every trial's run: provenance
+    dataset: DatasetInfo | None = None  # logged as every trial's MLflow dataset input
 
 
 @dataclass
@@ -88,7 +90,8 @@ def run_trial(
     if context.parent:
         close_abandoned(context.parent, key)  # an earlier attempt's run, if its worker died
         where = {NODE_TAG: ray.get_runtime_context().get_node_id()}  # which machine trained it
-        run = ChildRun(context.parent, name, params, {**tags, **where, TRIAL_TAG: str(key)})
+        labels = {**context.tags, **tags, **where, TRIAL_TAG: str(key)}
+        run = ChildRun(context.parent, name, params, labels, context.dataset)
     trial = Trial(run, context.faults.data_fault(key))
     try:
         context.faults.apply(key)

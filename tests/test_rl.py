@@ -239,6 +239,8 @@ def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         assert {"final_eval_return", "steps_per_second", "steps_to_threshold"} <= set(row)
         run = client.get_run(row["mlflow_run_id"])
         assert run.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]
+        assert run.data.tags["automl.env"] == "CartPole-v1"
+        assert run.data.tags["automl.code_version"].startswith("0.1.0")
         assert client.get_metric_history(row["mlflow_run_id"], "episodic_return")
         assert {"eval_return", "loss", "epsilon", "sps"} <= set(run.data.metrics)
         assert row["best_eval_return"] >= row["final_eval_return"]

@@ -166,7 +166,23 @@ def test_search_over_http_tracking_server(tmp_path, local_ray, mlflow_server):
         [summary["experiment_id"]], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'"
     )
     assert {r.info.run_id for r in children} == {t["mlflow_run_id"] for t in summary["trials"]}
-    assert client.list_artifacts(summary["best"]["mlflow_run_id"], "model")
+    best = summary["best"]["mlflow_run_id"]
+    assert client.list_artifacts(best, "model")
+    # what the UI shows: provenance on every child, the corpus as its dataset input, the
+    # parent's link to its best child, an experiment that opens on its runs
+    for run in children:
+        tags = run.data.tags
+        assert tags["automl.data"] == "synth-cry" and tags["automl.frontend"] == "mfcc"
+        assert tags["automl.seed"] == "0" and tags["automl.code_version"].startswith("0.1.0")
+        (used,) = run.inputs.dataset_inputs
+        assert used.dataset.name == "synth-cry"
+        assert used.dataset.digest == tags["automl.data_fingerprint"][:36]
+        assert json.loads(used.dataset.profile)["counts"]["train"]
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.data.tags["automl.best_child_run_id"] == best
+    assert len(parent.inputs.dataset_inputs) == 1
+    experiment = client.get_experiment(summary["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 @pytest.mark.parametrize(
