@@ -188,6 +188,11 @@ class LoopSearcher(TuneSearcher):
             self.on_change()
 
 
+class NoNodeCame(UserError):
+    """Children waited ``--max-wait`` for resources no node had: the search stops as an
+    interrupted one (its state kept for ``--resume``), with one line."""
+
+
 class _Waiting(Callback, Stopper):
     """Children Tune holds but cannot place (PENDING: no node has their CPUs/GPUs free),
     counted for the progress line. With ``limit``, it ends the search once children have
@@ -269,7 +274,7 @@ def run_on_ray(
     )
     tuner.fit()
     if waiting.gave_up:
-        raise UserError(
+        raise NoNodeCame(
             f"children waited {max_wait:.0f} s (--max-wait) for a node with "
             f"{_needs(resources)} while none ran, and none came; the search is saved: add "
             "such a node (or ask for less) and --resume it"

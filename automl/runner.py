@@ -28,7 +28,14 @@ import torch
 
 from automl.children.arch import HPARAM_DEFAULTS
 from automl.data.dataset import Dataset
-from automl.execution import METRIC, EarlyStop, Resources, finished_records, run_on_ray
+from automl.execution import (
+    METRIC,
+    EarlyStop,
+    NoNodeCame,
+    Resources,
+    finished_records,
+    run_on_ray,
+)
 from automl.objective import Objective, pareto_front
 from automl.search import DONE, SearchLoop
 from automl.search_config import SearchConfig
@@ -145,7 +152,7 @@ def run_search(
                 config.max_wait,
             )
             status = "FINISHED"
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM; a second one forces Tune's stop
+        except (KeyboardInterrupt, NoNodeCame):  # Ctrl-C, SIGTERM, or --max-wait ran out
             status, loop.interrupted = "KILLED", True
             raise
         finally:

@@ -356,6 +356,9 @@ def test_children_no_node_can_place_wait_max_wait_then_the_search_ends_resumable
     ) in err.splitlines()
     assert 8 <= time.time() - started < 8 + 60
     assert summary["trained"] == 1 and summary["trials"][0]["status"] != "done"
+    assert summary["ended"] == "interrupted"
+    client = MlflowClient(summary["tracking_uri"])
+    assert client.get_run(summary["parent_run_id"]).info.status == "KILLED"
     code, resumed = _digits_search(tmp_path, *args, "--resume")
     assert code == 0 and [t["status"] for t in resumed["trials"]] == ["done", "done"]
     assert resumed["parent_run_id"] == summary["parent_run_id"]
