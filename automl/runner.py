@@ -37,7 +37,7 @@ from automl.execution import (
     run_on_ray,
 )
 from automl.objective import Objective, pareto_front
-from automl.search import DONE, SearchLoop
+from automl.search import DONE, RUNNING, SearchLoop
 from automl.search_config import SearchConfig
 from automl.searchers import Searcher, searcher_class
 from automl.space import SearchSpace, load_space
@@ -256,7 +256,7 @@ def _earlier_search(config: SearchConfig) -> dict[str, Any] | None:
         saved = torch.load(path, weights_only=True)
     except Exception as exc:  # truncated or foreign file: name it instead of a traceback
         raise UserError(f"cannot read {path} ({exc}); move it away to start a new search") from None
-    if not saved.get("finished") and not config.restart:
+    if not _finished(saved) and not config.restart:
         done = sum(r["duplicate_of"] is None for r in saved["records"])
         raise UserError(
             f"--experiment {config.experiment} holds an interrupted search ({done} of "
@@ -266,10 +266,20 @@ def _earlier_search(config: SearchConfig) -> dict[str, Any] | None:
     return saved
 
 
+def _finished(saved: dict[str, Any]) -> bool:
+    """Whether a saved search ended. A state written before the flag existed (version
+    0.1.0 before reruns were guarded) ended if every child it asked for has settled."""
+    if "finished" in saved:
+        return bool(saved["finished"])
+    records = saved["records"]
+    trained = sum(r["duplicate_of"] is None for r in records)
+    return trained >= saved["config"]["trials"] and all(r["status"] != RUNNING for r in records)
+
+
 def _set_aside(config: SearchConfig, earlier: dict[str, Any]) -> None:
     """Keep an earlier search's state beside the new one's; close its run if it never ended."""
     parent = tracking.ParentRun(**earlier["search_run"])
-    if not earlier.get("finished"):
+    if not _finished(earlier):
         tracking.finish_parent(parent, None, "KILLED", {"automl.ended": "restarted"})
     path = config.folder / STATE_FILE
     path.rename(path.with_name(f"search_state.{parent.parent_run_id}.pt"))

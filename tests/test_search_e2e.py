@@ -273,6 +273,29 @@ def test_running_a_finished_search_again_starts_a_new_one_beside_it(tmp_path, lo
         assert client.get_run(summary["parent_run_id"]).info.status == "FINISHED"
 
 
+def test_a_state_saved_before_reruns_were_guarded_is_read_by_what_it_holds(
+    tmp_path, local_ray, capsys
+):
+    """A state file without the `finished` flag (written before it existed): every child
+    settled means it finished, so the same command starts a new search beside it; a
+    child still running means it was interrupted, so the command refuses in one line."""
+    args = ("--searcher", "random", "--trials", "1", "--epochs", "1", "--experiment", "old")
+    code, first = _digits_search(tmp_path, *args)
+    state_file = tmp_path / "runs" / "old" / "search_state.pt"
+    legacy = torch.load(state_file, weights_only=True)
+    del legacy["finished"]
+    torch.save(legacy, state_file)
+    code, second = _digits_search(tmp_path, *args)
+    assert code == 0 and second["parent_run_id"] != first["parent_run_id"]
+
+    legacy["records"][0]["status"] = "running"
+    torch.save(legacy, state_file)
+    capsys.readouterr()
+    code, _ = _digits_search(tmp_path, *args)
+    err = capsys.readouterr().err
+    assert code == 2 and "holds an interrupted search (1 of 1 children" in err
+
+
 def test_asha_stops_hopeless_children_and_the_objective_trades_off_parameters(tmp_path, local_ray):
     """One child at a time (so the rungs decide the same way every run): children behind
     their rung stop after epoch 1, recorded as stopped, told to the searcher as partial."""
