@@ -385,3 +385,42 @@ def test_children_no_node_can_place_wait_max_wait_then_the_search_ends_resumable
     code, resumed = _digits_search(tmp_path, *args, "--resume")
     assert code == 0 and [t["status"] for t in resumed["trials"]] == ["done", "done"]
     assert resumed["parent_run_id"] == summary["parent_run_id"]
+
+
+def test_compare_ranks_the_children_of_every_search_and_draws_the_plots(
+    tmp_path, local_ray, capsys
+):
+    """Two searches of one experiment, compared from MLflow alone: one leaderboard across
+    both, three PNG plots written and logged to each search's parent run; an unknown
+    experiment is one line and exit 2."""
+    args = ("--trials", "3", "--epochs", "1", "--experiment", "cmp")
+    summaries = []
+    for searcher in ("random", "reinforce"):
+        code, summary = _digits_search(tmp_path, "--searcher", searcher, *args)
+        assert code == 0
+        summaries.append(summary)
+    uri = summaries[0]["tracking_uri"]
+    out, plots = tmp_path / "compare.json", tmp_path / "plots"
+    compare = ["compare", "--experiment", "cmp", "--tracking-uri", uri, "--plots", str(plots)]
+    assert main([*compare, "--top", "4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [s["searcher"] for s in result["searches"]] == ["random", "reinforce"]
+    assert [s["children"] for s in result["searches"]] == [3, 3]
+    board = result["leaderboard"]
+    children = {
+        t["mlflow_run_id"]: t for s in summaries for t in s["trials"] if t["status"] == "done"
+    }
+    assert len(board) == 4 and all(row["run_id"] in children for row in board)
+    assert [r["dev_uar"] for r in board] == sorted((r["dev_uar"] for r in board), reverse=True)
+    assert board[0]["dev_uar"] == pytest.approx(max(t["dev_uar"] for t in children.values()))
+    assert "best children of 2 searches" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    for name in ("best_so_far.png", "uar_vs_params.png", "controller.png"):
+        data = (plots / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+        for summary in summaries:
+            logged = client.list_artifacts(summary["parent_run_id"], "compare")
+            assert f"compare/{name}" in {a.path for a in logged}
+    assert main([*compare[:2], "nope", *compare[3:]]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"automl: error: --experiment nope: no such experiment in {uri}"

@@ -1,0 +1,187 @@
+"""Compare the searches of one MLflow experiment: a leaderboard of their best children and
+three plots (how fast each search found good children, accuracy against size with the
+Pareto front, and the controller's learning), read back from MLflow alone, so searches
+run on other machines or days compare the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from automl.children.arch import describe
+from automl.objective import pareto_front
+from runtime import tracking
+from runtime.errors import UserError
+
+ROLE = "automl.role"
+PLOTS = ("best_so_far.png", "uar_vs_params.png", "controller.png")
+PAGE = 1000  # MLflow's largest page of runs
+
+
+@dataclass
+class SearchRuns:
+    """One search (a parent run) and its children, as rows of plain values."""
+
+    run_id: str
+    searcher: str
+    children: list[dict[str, Any]] = field(default_factory=list)
+    controller: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.searcher} {self.run_id[:8]}"
+
+    def finished(self) -> list[dict[str, Any]]:
+        return [c for c in self.children if c["status"] == "FINISHED" and c["dev_uar"] is not None]
+
+    def best_so_far(self) -> list[float | None]:
+        """Best finished dev UAR after each child, in the order the search trained them."""
+        best, curve = None, []
+        for child in sorted(self.children, key=lambda c: c["trial"]):
+            if child["status"] == "FINISHED" and child["dev_uar"] is not None:
+                best = child["dev_uar"] if best is None else max(best, child["dev_uar"])
+            curve.append(best)
+        return curve
+
+
+def collect(uri: str, experiment: str) -> list[SearchRuns]:
+    """Every search of ``experiment`` with its children, oldest search first."""
+    client = tracking.client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None or found.lifecycle_stage == "deleted":
+        raise UserError(f"--experiment {experiment}: no such experiment in {uri}")
+    parents = _all_runs(client, found.experiment_id, f"tags.`{ROLE}` = 'search'")
+    if not parents:
+        raise UserError(f"--experiment {experiment}: holds no search (in {uri})")
+    searches = {
+        run.info.run_id: SearchRuns(run.info.run_id, run.data.params.get("searcher", "?"))
+        for run in sorted(parents, key=lambda r: r.info.start_time)
+    }
+    for run in _all_runs(client, found.experiment_id, f"tags.`{ROLE}` = 'child'"):
+        search = searches.get(run.data.tags.get(tracking.PARENT_TAG, ""))
+        if search is not None:
+            search.children.append(_child_row(run, search))
+    for search in searches.values():
+        search.controller = {
+            key: [(m.step, m.value) for m in client.get_metric_history(search.run_id, key)]
+            for key in ("controller/mean_reward", "controller/baseline", "controller/entropy")
+        }
+    return list(searches.values())
+
+
+def _all_runs(client: Any, experiment_id: str, query: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=PAGE, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _child_row(run: Any, search: SearchRuns) -> dict[str, Any]:
+    tags, metrics = run.data.tags, run.data.metrics
+    architecture = json.loads(tags.get("automl.architecture", "{}"))
+    return {
+        "run_id": run.info.run_id,
+        "search_run_id": search.run_id,
+        "searcher": search.searcher,
+        "trial": int(tags.get(tracking.TRIAL_TAG, -1)),
+        "status": run.info.status,
+        "architecture": describe(architecture) if architecture else "?",
+        "dev_uar": metrics.get("dev_uar"),
+        "n_params": int(metrics["n_params"]) if "n_params" in metrics else None,
+        "latency_ms": metrics.get("latency_ms"),
+    }
+
+
+def leaderboard(searches: list[SearchRuns], top: int) -> list[dict[str, Any]]:
+    """The best finished children of all the searches, best first."""
+    rows = [row for search in searches for row in search.finished()]
+    return sorted(rows, key=lambda r: -r["dev_uar"])[:top]
+
+
+def plot(searches: list[SearchRuns], folder: Path) -> list[Path]:
+    """The three comparison plots as PNG files in ``folder``."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError(
+            "automl compare draws its plots with matplotlib: pip install 'automl-rl[plots]'"
+        ) from None
+    matplotlib.use("Agg")  # files only: no display on a cluster node
+    import matplotlib.pyplot as plt
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--plots {folder}: cannot make this folder ({exc})") from None
+    paths = [folder / name for name in PLOTS]
+    figures = (
+        _best_so_far(plt, searches),
+        _uar_vs_params(plt, searches),
+        _controller(plt, searches),
+    )
+    for figure, path in zip(figures, paths, strict=True):
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+    return paths
+
+
+def _best_so_far(plt: Any, searches: list[SearchRuns]) -> Any:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for search in searches:
+        curve = search.best_so_far()
+        axes.step(range(1, len(curve) + 1), curve, where="post", label=search.label)
+    axes.set(xlabel="children trained", ylabel="best dev UAR so far", title="Search progress")
+    axes.legend(fontsize="small")
+    return figure
+
+
+def _uar_vs_params(plt: Any, searches: list[SearchRuns]) -> Any:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    rows = [row for search in searches for row in search.finished()]
+    for search in searches:
+        done = [r for r in search.finished() if r["n_params"]]
+        axes.scatter([r["n_params"] for r in done], [r["dev_uar"] for r in done], s=14,
+                     alpha=0.7, label=search.label)  # fmt: skip
+    front = pareto_front(rows, "n_params")
+    axes.plot([r["n_params"] for r in front], [r["dev_uar"] for r in front], color="black",
+              drawstyle="steps-post", marker="o", markersize=9, markerfacecolor="none",
+              linewidth=1, label="Pareto front")  # fmt: skip
+    axes.set(xscale="log", xlabel="parameters", ylabel="dev UAR", title="Accuracy against size")
+    axes.legend(fontsize="small")
+    return figure
+
+
+def _controller(plt: Any, searches: list[SearchRuns]) -> Any:
+    figure, (reward, entropy) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for search in searches:
+        history = search.controller
+        for key, style in (("controller/mean_reward", "-"), ("controller/baseline", "--")):
+            if history.get(key):
+                steps, values = zip(*history[key], strict=True)
+                reward.plot(steps, values, style, label=f"{search.label} {key.split('/')[1]}")
+        if history.get("controller/entropy"):
+            steps, values = zip(*history["controller/entropy"], strict=True)
+            entropy.plot(steps, values, label=search.label)
+    reward.set(ylabel="reward", title="Controller (searchers that learn with a baseline)")
+    entropy.set(xlabel="controller update", ylabel="policy entropy")
+    for axes in (reward, entropy):
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="small")
+        else:
+            axes.text(0.5, 0.5, "no controller metrics", ha="center", transform=axes.transAxes)
+    return figure
+
+
+def log_plots(uri: str, searches: list[SearchRuns], paths: list[Path]) -> None:
+    """The plots beside each search's own results in MLflow (``compare/``)."""
+    client = tracking.client(uri)
+    for run_id in (search.run_id for search in searches):
+        for path in paths:
+            tracking.retry(lambda r=run_id, p=path: client.log_artifact(r, str(p), "compare"))
