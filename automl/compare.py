@@ -47,15 +47,16 @@ class SearchRuns:
         return curve
 
 
-def collect(uri: str, experiment: str) -> list[SearchRuns]:
-    """Every search of ``experiment`` with its children, oldest search first."""
+def collect(uri: str, experiment: str, option: str = "--experiment") -> list[SearchRuns]:
+    """Every search of ``experiment`` with its children, oldest search first (``option``:
+    what the user named it with, for the message when there is none)."""
     client = tracking.client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None or found.lifecycle_stage == "deleted":
-        raise UserError(f"--experiment {experiment}: no such experiment in {uri}")
+        raise UserError(f"{option} {experiment}: no such experiment in {uri}")
     parents = _all_runs(client, found.experiment_id, f"tags.`{ROLE}` = 'search'")
     if not parents:
-        raise UserError(f"--experiment {experiment}: holds no search (in {uri})")
+        raise UserError(f"{option} {experiment}: holds no search (in {uri})")
     searches = {
         run.info.run_id: SearchRuns(run.info.run_id, run.data.params.get("searcher", "?"))
         for run in sorted(parents, key=lambda r: r.info.start_time)

@@ -115,8 +115,12 @@ def train_child(
     data: Dataset,
     config: TrainConfig | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    select_on_dev: bool = True,
 ) -> ChildResult:
-    """Train ``architecture`` on ``data``'s train split and return its best dev-UAR epoch."""
+    """Train ``architecture`` on ``data``'s train split and return its best dev-UAR epoch.
+
+    ``select_on_dev`` False: the last epoch's model of a fixed number of epochs, with no
+    devel split needed (the ComParE protocol's final training on train + devel)."""
     config = config or TrainConfig()
     arch = normalize(architecture)
     hp = arch["hparams"]
@@ -125,12 +129,16 @@ def train_child(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    train, dev = Padded.from_split(data.splits["train"]), Padded.from_split(data.splits["devel"])
+    train = Padded.from_split(data.splits["train"])
+    dev = Padded.from_split(data.splits["devel"]) if select_on_dev else None
 
     model = build_model(arch, data.n_features, data.n_classes).to(device)
     amp = Precision(device)
     # Costs do not depend on the weights: measured once, known from the first epoch on.
-    n_params, latency_ms = count_parameters(model), _latency_ms(model, dev, device, amp)
+    n_params, latency_ms = (
+        count_parameters(model),
+        _latency_ms(model, train if dev is None else dev, device, amp),
+    )
     optimizer = make_optimizer(hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"])
     total_steps = epochs * steps_per_epoch(len(train.labels), hp["batch_size"])
     schedule = make_schedule(hp["schedule"], optimizer, hp["lr"], total_steps)
@@ -147,20 +155,23 @@ def train_child(
         loss = _train_epoch(model, train, hp, optimizer, schedule, loss_fn, amp, device, shuffle)
         if not np.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} in epoch {epoch}")
-        dev_uar = uar(dev.labels.numpy(), predict(model, dev, device, amp))
+        dev_uar = (
+            uar(dev.labels.numpy(), predict(model, dev, device, amp)) if dev is not None else np.nan
+        )
         seconds = time.perf_counter() - t0
         stats = EpochStats(
             epoch, loss, dev_uar, seconds, max(best_uar, dev_uar), n_params, latency_ms
         )
         history.append(stats)
         if dev_uar > best_uar:
-            best_uar, best_epoch = dev_uar, epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_uar, best_epoch, best_state = dev_uar, epoch, _weights(model)
         if on_epoch is not None:
             on_epoch(stats)
-        if _plateaued(epoch, best_epoch, epochs, hp["patience"]):
+        if dev is not None and _plateaued(epoch, best_epoch, epochs, hp["patience"]):
             break
     train_seconds = time.perf_counter() - start
+    if dev is None:  # nothing to select on: the model as training left it
+        best_uar, best_epoch, best_state = np.nan, epochs, _weights(model)
 
     model.load_state_dict(best_state)
     return ChildResult(
@@ -175,6 +186,10 @@ def train_child(
         history=history,
         state_dict=best_state,
     )
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _train_epoch(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
-from conftest import mlflow_server_at
+from conftest import mlflow_server_at, write_compare
 from mlflow.tracking import MlflowClient
 
 from automl.cli import main
@@ -424,3 +424,72 @@ def test_compare_ranks_the_children_of_every_search_and_draws_the_plots(
     assert main([*compare[:2], "nope", *compare[3:]]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"automl: error: --experiment nope: no such experiment in {uri}"
+
+
+def test_evaluate_retrains_the_best_child_on_train_and_devel_and_scores_it_on_test(
+    tmp_path, local_ray, capsys
+):
+    """The ComParE protocol on a real search's best child: 2 seeds on train+devel for the
+    epochs its search kept, test UAR mean/std and per-class recall, predictions and a
+    confusion matrix, all in an MLflow run tagged to the child; mistakes are one line."""
+    code, summary = _digits_search(
+        tmp_path, "--searcher", "random", "--trials", "2", "--epochs", "2", "--experiment", "ev"
+    )
+    assert code == 0
+    uri, out = summary["tracking_uri"], tmp_path / "eval"
+    evaluate = ["evaluate", "--tracking-uri", uri, "--seeds", "2", "--out", str(out)]
+    assert main([*evaluate, "--best", "ev", "--json", str(tmp_path / "ev.json")]) == 0
+    result = json.loads((tmp_path / "ev.json").read_text())
+    best = summary["best"]
+    assert result["child_run_id"] == best["mlflow_run_id"]
+    assert 0.5 < result["test_uar_mean"] <= 1 and len(result["test_uars"]) == 2
+    assert result["test_uar_std"] >= 0 and set(result["per_class_recall"]) == set("0123456789")
+    assert "test UAR" in capsys.readouterr().out
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "file_name,prediction" and len(rows) == 1 + 360  # digits' test split
+    assert (out / "confusion.png").read_bytes().startswith(b"\x89PNG")
+    client = MlflowClient(uri)
+    run = client.get_run(result["evaluation_run_id"])
+    assert run.data.tags["automl.evaluates"] == best["mlflow_run_id"]
+    assert run.data.metrics["test_uar_mean"] == pytest.approx(result["test_uar_mean"])
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"predictions.csv", "confusion.png", "model"} <= logged
+    child = client.get_run(best["mlflow_run_id"])
+    assert child.data.tags["automl.evaluation_run_id"] == run.info.run_id
+    assert int(run.data.params["epochs"]) == int(child.data.metrics["best_epoch"])
+
+    for argv, message in [
+        ([], "give one of --run-id ID or --best EXPERIMENT"),
+        (["--run-id", summary["parent_run_id"]], "not a child of a search"),
+        (["--run-id", "0" * 32], f"--run-id {'0' * 32}: no such run"),
+        (["--best", "nope"], "--best nope: no such experiment"),
+    ]:
+        assert main([*evaluate, *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_evaluate_without_test_labels_says_so_and_writes_predictions(tmp_path, local_ray, capsys):
+    """A challenge corpus whose test labels are withheld ('?'): no test UAR, one line
+    saying so, and the predictions in the submission format."""
+    corpus = write_compare(tmp_path / "corpus")
+    tsv = corpus / "lab" / "toy.tsv"
+    lines = tsv.read_text().splitlines()
+    tsv.write_text("\n".join(x.split("\t")[0] + "\t?" if x.startswith("test_") else x
+                             for x in lines) + "\n")  # fmt: skip
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    search = ["search", "--data", f"compare:{corpus}", "--space", str(tmp_path / "space.yaml"),
+              "--trials", "1", "--epochs", "1", "--storage", str(tmp_path / "runs"),
+              "--tracking-uri", db, "--experiment", "withheld"]  # fmt: skip
+    assert main(search) == 0
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--best", "withheld", "--tracking-uri", db, "--seeds", "1"]
+    assert main([*argv, "--out", str(out), "--json", str(tmp_path / "ev.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "the corpus has no test labels: no test UAR" in printed
+    result = json.loads((tmp_path / "ev.json").read_text())
+    assert result["test_uar_mean"] is None and result["per_class_recall"] == {}
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 8 and all(r.split(",")[1] in ("low", "high") for r in rows[1:])
+    assert not (out / "confusion.png").exists()
