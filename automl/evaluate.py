@@ -47,6 +47,9 @@ class Evaluation:
     confusion: np.ndarray | None = None  # summed over seeds, rows = true class
     predictions: list[tuple[str, str]] = field(default_factory=list)  # seed 0: (file, class)
     state_dict: dict | None = None  # seed 0's weights
+    norm_mean: list[float] = field(default_factory=list)  # from the frontend's features
+    norm_std: list[float] = field(default_factory=list)
+    example: np.ndarray | None = None  # a test utterance's features, before normalisation
 
     @property
     def labelled(self) -> bool:
@@ -102,8 +105,12 @@ def train_plus_devel(data: Dataset) -> Dataset:
     def norm(s: Split) -> Split:
         return Split(((s.frames - mean) / std).astype(np.float32), s.offsets, s.labels, s.names)
 
-    return Dataset(data.name, data.classes, {"train": norm(joined), "test": norm(test)},
-                   data.fingerprint)  # fmt: skip
+    # the two standardisations compose into one, from the frontend's features
+    before_mean = data.norm_mean if data.norm_mean is not None else np.zeros_like(mean)
+    before_std = data.norm_std if data.norm_std is not None else np.ones_like(std)
+    splits = {"train": norm(joined), "test": norm(test)}
+    return Dataset(data.name, data.classes, splits, data.fingerprint,
+                   before_mean + before_std * mean, before_std * std)  # fmt: skip
 
 
 def evaluate(child: ChosenChild, data: Dataset, seeds: int, device: str = "auto") -> Evaluation:
@@ -114,6 +121,9 @@ def evaluate(child: ChosenChild, data: Dataset, seeds: int, device: str = "auto"
     test = Padded.from_split(final.splits["test"])
     labels = final.splits["test"].labels
     result = Evaluation(data.classes)
+    result.norm_mean, result.norm_std = final.norm_mean.tolist(), final.norm_std.tolist()
+    first = final.splits["test"].sequence(0)
+    result.example = (first * final.norm_std + final.norm_mean).astype(np.float32)
     recalls = []
     for seed in range(seeds):
         trained = train_child(

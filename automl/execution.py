@@ -10,6 +10,7 @@ it, they do not re-read or re-compute features. Workers are reused between child
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -89,7 +90,7 @@ def _poisoned(data: Dataset) -> Dataset:
     """The ``nan`` fault: NaN training features, so the child's loss becomes NaN."""
     train = data.splits["train"]
     nan = Split(np.full_like(train.frames, np.nan), train.offsets, train.labels, train.names)
-    return Dataset(data.name, data.classes, {**data.splits, "train": nan}, data.fingerprint)
+    return dataclasses.replace(data, splits={**data.splits, "train": nan})
 
 
 class LoopSearcher(TuneSearcher):

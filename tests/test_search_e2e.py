@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import ray
 import torch
@@ -14,6 +15,7 @@ from conftest import mlflow_server_at, write_compare
 from mlflow.tracking import MlflowClient
 
 from automl.cli import main
+from automl.data.prepare import load_dataset
 from automl.searchers import make_searcher
 from automl.space import load_space
 
@@ -438,7 +440,8 @@ def test_evaluate_retrains_the_best_child_on_train_and_devel_and_scores_it_on_te
     assert code == 0
     uri, out = summary["tracking_uri"], tmp_path / "eval"
     evaluate = ["evaluate", "--tracking-uri", uri, "--seeds", "2", "--out", str(out)]
-    assert main([*evaluate, "--best", "ev", "--json", str(tmp_path / "ev.json")]) == 0
+    argv = [*evaluate, "--best", "ev", "--register", "digits-best"]
+    assert main([*argv, "--json", str(tmp_path / "ev.json")]) == 0
     result = json.loads((tmp_path / "ev.json").read_text())
     best = summary["best"]
     assert result["child_run_id"] == best["mlflow_run_id"]
@@ -453,10 +456,24 @@ def test_evaluate_retrains_the_best_child_on_train_and_devel_and_scores_it_on_te
     assert run.data.tags["automl.evaluates"] == best["mlflow_run_id"]
     assert run.data.metrics["test_uar_mean"] == pytest.approx(result["test_uar_mean"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"predictions.csv", "confusion.png", "model"} <= logged
+    assert {"predictions.csv", "confusion.png"} <= logged
+    assert result["model_uri"].startswith("models:/")  # an MLflow 3 logged model of the run
     child = client.get_run(best["mlflow_run_id"])
     assert child.data.tags["automl.evaluation_run_id"] == run.info.run_id
     assert int(run.data.params["epochs"]) == int(child.data.metrics["best_epoch"])
+    # a real MLflow model: loaded (from code, weights without pickle) and used on the
+    # frontend's features of a test file, as seed 0 predicted it; registered with its UAR
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(result["model_uri"])
+    digits = load_dataset("digits")
+    test = digits.splits["test"]
+    first, name = test.sequence(0) * digits.norm_std + digits.norm_mean, str(test.names[0])
+    answer = model.predict(first.astype("float32"))
+    assert answer["class"][0] == dict(r.split(",") for r in rows[1:])[name]
+    assert sum(answer[f"p_{c}"][0] for c in "0123456789") == pytest.approx(1.0)
+    assert result["registered"] == {"name": "digits-best", "version": 1}
+    version = client.get_model_version("digits-best", "1")
+    assert float(version.tags["test_uar_mean"]) == pytest.approx(result["test_uar_mean"])
 
     for argv, message in [
         ([], "give one of --run-id ID or --best EXPERIMENT"),

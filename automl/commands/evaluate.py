@@ -6,8 +6,10 @@ import argparse
 import csv
 import io
 import json
+import os
 import statistics
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,9 @@ class EvaluateConfig:
     out: str = field(
         default="evaluation", metadata=option("folder for predictions.csv and confusion.png")
     )
+    register: str | None = field(
+        default=None, metadata=option("register the model in MLflow's Model Registry as NAME")
+    )
     json: str | None = field(default=None, metadata=option("write the result here"))
 
 
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from runtime import tracking
 
     config = from_args(EvaluateConfig, args)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one-line output
     if (config.run_id is None) == (config.best is None):
         raise UserError("give one of --run-id ID or --best EXPERIMENT")
     if config.json:
@@ -69,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(config.out)
     files = _write_files(result, folder)
     eval_run = _log(uri, child, result, config.seeds, files)
-    summary = _summary(child, result, eval_run, files)
+    model_uri = _log_model(uri, eval_run, child, result)
+    summary = _summary(child, result, eval_run, files, model_uri)
+    if config.register:
+        summary["registered"] = _register(uri, model_uri, config.register, summary)
     if config.json:
         write_json(Path(config.json), summary)
     if result.labelled:
@@ -104,8 +113,6 @@ def _write_files(result: Any, folder: Path) -> dict[str, Path]:
 
 def _log(uri: str, child: Any, result: Any, seeds: int, files: dict[str, Path]) -> str:
     """An evaluation run beside the child (tagged both ways), with its metrics and files."""
-    import torch
-
     from automl.evaluate import EVALUATES_TAG, EVALUATION_TAG
     from runtime import tracking
 
@@ -122,21 +129,59 @@ def _log(uri: str, child: Any, result: Any, seeds: int, files: dict[str, Path]) 
             client.log_metric(run_id, f"recall/{name}", recall)
     for path in files.values():
         client.log_artifact(run_id, str(path))
-    with tempfile.TemporaryDirectory() as tmp:  # seed 0's weights and what they need
-        torch.save(result.state_dict, Path(tmp) / "weights.pt")
-        meta = {"architecture": child.architecture, "classes": result.classes}
-        (Path(tmp) / "model.json").write_text(json.dumps(meta, indent=2))
-        client.log_artifacts(run_id, tmp, "model")
     client.set_terminated(run_id, "FINISHED")
     client.set_tag(child.run_id, EVALUATION_TAG, run_id)
     return run_id
+
+
+def _log_model(uri: str, run_id: str, child: Any, result: Any) -> str:
+    """Seed 0's model as an MLflow pyfunc model (models-from-code, `automl/serving.py`),
+    with what inference needs beside the weights; returns its URI."""
+    import mlflow
+    import torch
+
+    mlflow.set_tracking_uri(uri)
+    meta = {"architecture": child.architecture, "classes": result.classes,
+            "norm_mean": result.norm_mean, "norm_std": result.norm_std}  # fmt: skip
+    # MLflow asks for type hints, which would declare a fixed input schema; this model
+    # takes utterances of any length (the command's process ends after it)
+    warnings.filterwarnings("ignore", ".*Add type hints to the `predict`", UserWarning)
+    from automl import serving
+
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+        torch.save(result.state_dict, Path(tmp) / "weights.pt")
+        (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=2))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=serving.__file__,
+            artifacts={serving.WEIGHTS: f"{tmp}/weights.pt", serving.META: f"{tmp}/meta.json"},
+            input_example=result.example,
+            pip_requirements=["torch", "numpy", "pandas", "mlflow", "automl-rl"],
+        )
+    return info.model_uri
+
+
+def _register(uri: str, model_uri: str, name: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """A new version of ``name`` in the Model Registry, tagged with its test UAR."""
+    import mlflow
+
+    from runtime import tracking
+
+    version = mlflow.register_model(model_uri, name)
+    client = tracking.client(uri)
+    for key in ("test_uar_mean", "test_uar_std", "child_run_id"):
+        if summary[key] is not None:
+            client.set_model_version_tag(name, version.version, key, str(summary[key]))
+    return {"name": name, "version": int(version.version)}
 
 
 def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _summary(child: Any, result: Any, eval_run: str, files: dict[str, Path]) -> dict[str, Any]:
+def _summary(
+    child: Any, result: Any, eval_run: str, files: dict[str, Path], model_uri: str
+) -> dict[str, Any]:
     labelled = result.labelled
     return {
         "child_run_id": child.run_id,
@@ -147,5 +192,5 @@ def _summary(child: Any, result: Any, eval_run: str, files: dict[str, Path]) -> 
         "test_uars": result.test_uars,
         "per_class_recall": result.per_class_recall,
         "predictions": str(files["predictions"]),
-        "model_uri": f"runs:/{eval_run}/model/weights.pt",
+        "model_uri": model_uri,
     }

@@ -49,6 +49,10 @@ class Dataset:
     classes: list[str]
     splits: dict[str, Split]
     fingerprint: str
+    # what was subtracted and divided by to normalise the frontend's features (per feature):
+    # a model trained on these splits needs it to take new features (None: not normalised)
+    norm_mean: np.ndarray | None = None
+    norm_std: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:

@@ -177,7 +177,7 @@ def _normalise(raw: Dataset) -> Dataset:
         part: Split(((s.frames - mean) / std).astype(np.float32), s.offsets, s.labels, s.names)
         for part, s in raw.splits.items()
     }
-    return Dataset(raw.name, raw.classes, splits, raw.fingerprint)
+    return Dataset(raw.name, raw.classes, splits, raw.fingerprint, mean, std)
 
 
 def _write_npz(path: Path, ds: Dataset) -> None:
