@@ -256,7 +256,7 @@ def test_ctrl_c_on_rl_train_marks_it_interrupted_and_resume_finishes_it(tmp_path
     while not _a_child_is_training(tmp_path / "mlflow.db", role="rl-seed"):
         assert proc.poll() is None and time.time() < deadline, log.read_text()
         time.sleep(0.5)
-    time.sleep(3)
+    time.sleep(1)  # seed 0 trains; seed 1 waits for it (one worker)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130, log.read_text()
     assert "rl: interrupted; continue with --resume" in log.read_text().splitlines()
