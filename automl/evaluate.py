@@ -66,9 +66,11 @@ def find_child(uri: str, run_id: str | None, best_of: str | None) -> ChosenChild
         if not board:
             raise UserError(f"--best {best_of}: no finished child in {uri}")
         run_id = board[0]["run_id"]
+    from mlflow.exceptions import MlflowException
+
     try:
         run = client.get_run(run_id)
-    except Exception:  # MLflow's own error for an unknown id is a long REST message
+    except MlflowException:  # its own message for an unknown id is a long REST error
         raise UserError(f"--run-id {run_id}: no such run in {uri}") from None
     tags, metrics = run.data.tags, run.data.metrics
     if tags.get("automl.role") != "child" or "automl.architecture" not in tags:

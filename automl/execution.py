@@ -200,7 +200,9 @@ class _Waiting(Callback, Stopper):
     waited that long while none runs: a cluster that adds nodes on demand added none.
     (A Tune callback sees the trials' states; a stopper may end the experiment.)"""
 
-    def __init__(self, loop: SearchLoop, on_change: Callable[[], None], limit: float | None):
+    def __init__(
+        self, loop: SearchLoop, on_change: Callable[[], None] | None, limit: float | None
+    ) -> None:
         self.loop, self.on_change, self.limit = loop, on_change, limit
         self.since: float | None = None  # since when children wait and none runs
         self.gave_up = False
@@ -212,11 +214,17 @@ class _Waiting(Callback, Stopper):
         running = sum(t.status == "RUNNING" for t in trials)
         if waiting != self.loop.unplaced:
             self.loop.unplaced = waiting
-            self.on_change()
+            if self.on_change is not None:
+                self.on_change()
         self.since = (self.since or time.time()) if waiting and not running else None
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its stoppers and callbacks with its experiment state; the live loop
+        and the display stay in this process (as :class:`LoopSearcher`'s do)."""
+        return {**self.__dict__, "loop": None, "on_change": None}
 
     def stop_all(self) -> bool:
         if self.limit is not None and self.since is not None:
@@ -252,7 +260,7 @@ def run_on_ray(
     )
     early_stop = early_stop or EarlyStop()
     searcher = LoopSearcher(loop, context.parent, on_change, early_stop.reason, stop_at)
-    waiting = _Waiting(loop, searcher._changed, max_wait)
+    waiting = _Waiting(loop, on_change, max_wait)
     stoppers = [waiting, *([_Deadline(stop_at)] if stop_at else [])]
     tuner = tune.Tuner(
         trainable,
