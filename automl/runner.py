@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from automl import bundle
 from automl.children.arch import HPARAM_DEFAULTS
 from automl.data.dataset import Dataset
 from automl.execution import (
@@ -136,7 +137,7 @@ def run_search(
         tracking.log_dataset(parent.uri, parent.parent_run_id, data_input)
         context = TrialContext(parent, faults, {METRIC: 0.0}, tags, data_input)
         train_config = TrainConfig(seed=config.seed, threads=max(1, int(config.cpus_per_trial)))
-        status = "FAILED"
+        status, models = "FAILED", {}
         try:
             run_on_ray(
                 loop,
@@ -151,6 +152,7 @@ def run_search(
                 _stop_at(config, loop.deadline),
                 config.max_wait,
             )
+            models = _log_models(config, loop, dataset, parent)
             status = "FINISHED"
         except (KeyboardInterrupt, NoNodeCame):  # Ctrl-C, SIGTERM, or --max-wait ran out
             status, loop.interrupted = "KILLED", True
@@ -158,7 +160,7 @@ def run_search(
         finally:
             with interrupts_held():
                 save_state(finished=status == "FINISHED")
-                summary = make_summary(config, loop, parent, time.time() - start)
+                summary = make_summary(config, loop, parent, time.time() - start, models)
                 files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
                 tracking.finish_parent(parent, files, status, {"automl.ended": loop.ended})
                 if json_path:
@@ -376,8 +378,36 @@ def _on_change(
     return on_change
 
 
+def _log_models(
+    config: SearchConfig, loop: SearchLoop, dataset: Dataset, parent: tracking.ParentRun
+) -> dict[int, str]:
+    """The best ``--log-models`` finished children as MLflow models: trial -> model URI,
+    best first. A resumed search keeps the models it logged before."""
+    done = [r for r in loop.records if r.status == DONE and r.mlflow_run_id]
+    done.sort(key=lambda r: r.reward, reverse=True)
+    chosen = done if config.log_models is None else done[: config.log_models]
+    if not chosen:
+        return {}
+    first_dev = dataset.splits["devel"].sequence(0)
+    models = {}
+    for record in chosen:
+        meta = bundle.ModelMeta(
+            record.architecture, dataset.classes, dataset.norm_mean.tolist(),
+            dataset.norm_std.tolist(), config.frontend, config.max_seconds, config.data,
+        )  # fmt: skip
+        example = bundle.denormalised(first_dev, meta)
+        models[record.trial] = bundle.log_child_model(
+            parent.uri, record.mlflow_run_id, meta, example
+        )
+    return models
+
+
 def make_summary(
-    config: SearchConfig, loop: SearchLoop, parent: tracking.ParentRun, wall_seconds: float
+    config: SearchConfig,
+    loop: SearchLoop,
+    parent: tracking.ParentRun,
+    wall_seconds: float,
+    models: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     best = loop.best()
     finished = [r.to_json() for r in loop.records if r.status == DONE and r.duplicate_of is None]
@@ -412,6 +442,7 @@ def make_summary(
             ]
             for cost in ("n_params", "latency_ms")
         },
+        "models": {str(trial): uri for trial, uri in (models or {}).items()},
         "parent_run_id": parent.parent_run_id,
         "experiment_id": parent.experiment_id,
         "tracking_uri": parent.uri,

@@ -4,6 +4,7 @@ Ray may be imported (:func:`runtime.ray_cluster.prepare`)."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from automl.searchers import SEARCHERS
 from runtime.cli import (
     duration,
     non_negative_float,
+    non_negative_int,
     option,
     overrides_option,
     parse_key_values,
@@ -20,6 +22,16 @@ from runtime.cli import (
     retry_count,
 )
 from runtime.errors import UserError
+
+
+def model_count(text: str) -> int | None:
+    """``--log-models``: a count >= 0, or ``all`` (None: no limit)."""
+    if text == "all":
+        return None
+    try:
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or 'all', got {text!r}") from None
 
 
 @dataclass(kw_only=True)
@@ -157,6 +169,15 @@ class SearchConfig(DataOptions):
             "start over although --experiment holds an interrupted search (its state is "
             "kept beside, its MLflow run closed)",
             action="store_true",
+        ),
+    )
+    log_models: int | None = field(
+        default=3,
+        metadata=option(
+            "log the best K finished children as MLflow models (loadable, registrable, "
+            "exportable) when the search ends; 'all' for every one, 0 for none",
+            type=model_count,
+            metavar="K",
         ),
     )
     json: str | None = field(default=None, metadata=option("write the summary here"))

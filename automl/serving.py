@@ -1,52 +1,45 @@
-"""An evaluated child as an MLflow pyfunc model, logged with MLflow's models-from-code.
+"""A trained child as an MLflow pyfunc model, logged with MLflow's models-from-code.
 
 Loading it runs this file (the project's own code), never a pickle: the weights are read
 with ``torch.load(weights_only=True)``, the architecture, the class labels in order and
-the normalisation from JSON. Input: the frontend's features of one utterance, a float32
-array [frames, features] (as ``automl data`` computes them, before normalisation).
-Output: a DataFrame with one row: the predicted class and a probability per class.
+the normalisation from JSON (see :mod:`automl.bundle`). Input: the frontend's features of
+one utterance, a float32 array [frames, features] (as ``automl data`` computes them,
+before normalisation). Output: a DataFrame with one row: the predicted class and a
+probability per class.
 """
 
-from __future__ import annotations
-
-import json
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
-
-WEIGHTS, META = "weights", "meta"  # the artifacts' keys
+import pandas as pd
 
 
 class ChildModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        import torch
+        from automl import bundle
 
-        from automl.children import build_model, normalize
+        artifacts = context.artifacts
+        self.meta, weights = bundle.read_files(Path(artifacts["meta"]), Path(artifacts["weights"]))
+        self.scorer = bundle.build_scorer(self.meta, weights)
 
-        meta = json.loads(Path(context.artifacts[META]).read_text())
-        self.classes = meta["classes"]
-        self.mean = np.asarray(meta["norm_mean"], np.float32)
-        self.std = np.asarray(meta["norm_std"], np.float32)
-        self.model = build_model(normalize(meta["architecture"]), len(self.mean), len(self.classes))
-        weights = torch.load(context.artifacts[WEIGHTS], weights_only=True, map_location="cpu")
-        self.model.load_state_dict(weights)
-        self.model.eval()
-
-    def predict(self, context, model_input, params=None):
-        """(No type hints: MLflow reads them as an input schema, which this one is not.)"""
-        import pandas as pd
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict | None = None
+    ) -> pd.DataFrame:
+        """(``np.ndarray`` is a hint MLflow infers no schema from: the signature comes from
+        the input example, [-1 frames, features].)"""
         import torch
 
         frames = np.asarray(model_input, np.float32)
-        if frames.ndim != 2 or frames.shape[1] != len(self.mean):
-            raise ValueError(f"expected features [frames, {len(self.mean)}], got {frames.shape}")
-        x = torch.from_numpy((frames - self.mean) / self.std)[None]
+        n = self.meta.n_features
+        if frames.ndim != 2 or frames.shape[1] != n:
+            raise ValueError(f"expected features [frames, {n}], got {frames.shape}")
         with torch.no_grad():
-            probs = torch.softmax(self.model(x, torch.tensor([len(frames)])), -1)[0].numpy()
-        row = {"class": self.classes[int(probs.argmax())]}
-        row.update({f"p_{c}": float(p) for c, p in zip(self.classes, probs, strict=True)})
+            probs = self.scorer(torch.from_numpy(frames)).numpy()
+        classes = self.meta.classes
+        row = {"class": classes[int(probs.argmax())]}
+        row.update({f"p_{c}": float(p) for c, p in zip(classes, probs, strict=True)})
         return pd.DataFrame([row])
 
 

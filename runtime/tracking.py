@@ -31,6 +31,7 @@ PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "automl.trial"  # the trial's number in its job (child number, seed)
 EXPERIMENT_KIND = "mlflow.experimentKind"
 FLUSH_SECONDS = 5.0  # how often a trial's live metrics reach the store
+CHECKPOINT_DIR = "checkpoint"  # a trial's raw files in its run (weights, architecture)
 T = TypeVar("T")
 
 
@@ -136,6 +137,15 @@ def store_lock(uri: str, timeout: float = 300.0) -> Iterator[None]:
             f"tracking URI {uri}: another job has held {path} for {timeout:.0f} s; if none "
             "is running, delete that file"
         ) from None
+
+
+def use(uri: str) -> None:
+    """Point MLflow's module-level API (runs, models, the Model Registry) at ``uri``: both
+    URIs, or a registry set earlier in the process would still receive registrations."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
 
 
 def client(uri: str):
@@ -384,7 +394,8 @@ class ChildRun:
         self.flushed_at = time.monotonic()
 
     def finish(self, metrics: dict[str, float], artifacts: dict[str, Any] | None = None) -> bool:
-        """Final metrics; ``artifacts`` maps file names under ``model/`` to tensors or JSON.
+        """Final metrics; ``artifacts`` maps file names under ``checkpoint/`` to tensors or
+        JSON (not ``model/``: that name is the run's MLflow model, ``runs:/<id>/model``).
 
         Returns False, writing nothing, when the run was closed as KILLED meanwhile: its
         job's driver died and the resumed job runs this trial again."""
@@ -399,7 +410,7 @@ class ChildRun:
         if artifacts:
             with tempfile.TemporaryDirectory() as tmp:
                 _write_files(Path(tmp), artifacts)
-                retry(lambda: self.client.log_artifacts(self.run_id, tmp, "model"))
+                retry(lambda: self.client.log_artifacts(self.run_id, tmp, CHECKPOINT_DIR))
         retry(lambda: self.client.set_terminated(self.run_id, status="FINISHED"))
         return True
 

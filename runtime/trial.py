@@ -44,7 +44,7 @@ class TrialContext:
 @dataclass
 class Outcome:
     """What the work returns: final metrics (to MLflow and Tune), files for the run's
-    ``model/`` folder, and anything else the driver needs (to Tune only)."""
+    ``checkpoint/`` folder, and anything else the driver needs (to Tune only)."""
 
     metrics: dict[str, float]
     artifacts: dict[str, Any] = field(default_factory=dict)

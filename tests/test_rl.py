@@ -245,7 +245,8 @@ def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         assert {"eval_return", "loss", "epsilon", "sps"} <= set(run.data.metrics)
         assert row["best_eval_return"] >= row["final_eval_return"]
         assert np.isfinite(row["returned_fresh_return"])
-        assert client.list_artifacts(row["mlflow_run_id"], "model")[0].path == "model/best.pt"
+        files = client.list_artifacts(row["mlflow_run_id"], "checkpoint")
+        assert [f.path for f in files] == ["checkpoint/best.pt"]
     folder = tmp_path / "checkpoints" / "seed-1"
     capsys.readouterr()
     assert rl_main(["evaluate", "--checkpoint", str(folder), "--episodes", "3"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -15,6 +16,7 @@ from conftest import mlflow_server_at, write_compare
 from mlflow.tracking import MlflowClient
 
 from automl.cli import main
+from automl.data import synth
 from automl.data.prepare import load_dataset
 from automl.searchers import make_searcher
 from automl.space import load_space
@@ -105,13 +107,19 @@ def test_search_tracks_parent_and_nested_children(tmp_path, local_ray, monkeypat
     best = summary["best"]
     assert best["dev_uar"] == max(t["dev_uar"] for t in trained)
     weights = Path(
-        client.download_artifacts(best["mlflow_run_id"], "model/weights.pt", str(tmp_path))
+        client.download_artifacts(best["mlflow_run_id"], "checkpoint/weights.pt", str(tmp_path))
     )
     state = torch.load(weights, weights_only=True)
     assert (
         sum(v.numel() for v in state.values())
         == by_id[best["mlflow_run_id"]].data.metrics["n_params"]
     )
+    # the default --log-models 3: the three best children (by reward) are MLflow models
+    ranked = sorted(trained, key=lambda t: t["reward"], reverse=True)
+    assert set(summary["models"]) == {str(t["trial"]) for t in ranked[:3]}
+    for t in trained:
+        tags = by_id[t["mlflow_run_id"]].data.tags
+        assert tags.get("automl.model_uri") == summary["models"].get(str(t["trial"]))
 
     state_file = client.download_artifacts(parent.info.run_id, "searcher_state.pt", str(tmp_path))
     after = torch.load(state_file, weights_only=True)
@@ -151,7 +159,9 @@ def test_a_server_keeping_artifacts_on_its_own_disk_is_found_before_the_search(t
     assert len(err.strip().splitlines()) == 1
 
 
-def test_search_over_http_tracking_server(tmp_path, local_ray, mlflow_server):
+def test_search_over_http_tracking_server_then_compare_evaluate_register_export_predict(
+    tmp_path, local_ray, mlflow_server
+):
     code, summary = _search(
         tmp_path,
         "--tracking-uri",
@@ -169,7 +179,7 @@ def test_search_over_http_tracking_server(tmp_path, local_ray, mlflow_server):
     )
     assert {r.info.run_id for r in children} == {t["mlflow_run_id"] for t in summary["trials"]}
     best = summary["best"]["mlflow_run_id"]
-    assert client.list_artifacts(best, "model")
+    assert client.list_artifacts(best, "checkpoint")
     # what the UI shows: provenance on every child, the corpus as its dataset input, the
     # parent's link to its best child, an experiment that opens on its runs
     for run in children:
@@ -185,6 +195,67 @@ def test_search_over_http_tracking_server(tmp_path, local_ray, mlflow_server):
     assert len(parent.inputs.dataset_inputs) == 1
     experiment = client.get_experiment(summary["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    _ship_and_check_what_the_ui_shows(tmp_path, mlflow_server, summary)
+
+
+def _ship_and_check_what_the_ui_shows(tmp_path: Path, uri: str, summary: dict) -> None:
+    """After the search (3 children, the default --log-models 3): every child is an MLflow
+    model; compare, evaluate and register the best; export it and predict on raw audio with
+    each kind of model; then ask the server's REST API what its UI would show."""
+    best = summary["best"]["mlflow_run_id"]
+    by_run = {t["mlflow_run_id"]: str(t["trial"]) for t in summary["trials"]}
+    assert set(summary["models"]) == set(by_run.values())
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{best}/model")  # as users load a run's model
+    assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 39)
+    plots = tmp_path / "plots"
+    assert main(["compare", "--experiment", "http", "--tracking-uri", uri,
+                 "--plots", str(plots)]) == 0  # fmt: skip
+    evaluation = tmp_path / "evaluation.json"
+    assert main(["evaluate", "--best", "http", "--tracking-uri", uri, "--seeds", "1",
+                 "--out", str(tmp_path / "eval"), "--register", "cry", "--json",
+                 str(evaluation)]) == 0  # fmt: skip
+    assert json.loads(evaluation.read_text())["child_run_id"] == best
+    wavs = [str(synth.ensure_corpus() / "wav" / f"test_{k:04d}.wav") for k in (1, 2, 3)]
+    answers = {}
+    models = ["models:/cry/1", f"runs:/{best}/model", summary["models"][by_run[best]]]
+    for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+        models.append(str(tmp_path / f"cry{suffix}"))
+        assert main(["export", "--model", "models:/cry/1", "--tracking-uri", uri,
+                     "--format", fmt, "--out", models[-1]]) == 0  # fmt: skip
+    for name in models:
+        out = tmp_path / "predicted.json"
+        assert main(["predict", "--model", name, "--tracking-uri", uri, *wavs,
+                     "--json", str(out)]) == 0  # fmt: skip
+        answers[name] = json.loads(out.read_text())["predictions"]
+    registered, searched = answers["models:/cry/1"], answers[f"runs:/{best}/model"]
+    assert searched == answers[models[2]]  # the child's model by run and by model id
+    for exported in models[3:]:  # the registered model (retrained) and its two exports
+        for a, b in zip(answers[exported], registered, strict=True):
+            assert a["class"] == b["class"]
+            assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-5)
+
+    def rest(path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", data=data,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    version = rest("registered-models/get?name=cry")["registered_model"]["latest_versions"][0]
+    assert version["version"] == "1" and version["status"] == "READY"
+    tags = {t["key"]: t["value"] for t in rest("model-versions/get?name=cry&version=1")
+            ["model_version"].get("tags", [])}  # fmt: skip
+    assert float(tags["test_uar_mean"]) >= 0 and tags["child_run_id"] == best
+    found = rest("logged-models/search", {"experiment_ids": [summary["experiment_id"]]})
+    sources = {m["info"]["source_run_id"] for m in found["models"]}
+    assert set(by_run) <= sources  # the "Models" of every child run
+    listed = rest(f"artifacts/list?run_id={summary['parent_run_id']}&path=compare")
+    plots_logged = {f["path"] for f in listed["files"]}
+    assert {"compare/best_so_far.png", "compare/uar_vs_params.png"} <= plots_logged
+    child = rest(f"runs/get?run_id={best}")["run"]
+    assert child["info"]["status"] == "FINISHED"
+    assert {t["key"] for t in child["data"]["tags"]} >= {"automl.model_uri"}
 
 
 @pytest.mark.parametrize(
@@ -215,6 +286,13 @@ def test_search_counts_must_be_positive(capsys, option):
         main(["search", "--data", "digits", "--space", "seed_gru", option, "0"])
     assert info.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_log_models_takes_a_count_or_all(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--data", "digits", "--space", "seed_gru", "--log-models", "best"])
+    assert info.value.code == 2
+    assert "expected a count >= 0 or 'all', got 'best'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("searcher", ["qlearning", "dqn"])

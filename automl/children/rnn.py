@@ -10,8 +10,6 @@ Padding never leaks into the state: packed sequences or a per-step mask keep it 
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -32,15 +30,32 @@ class FusedLayer(nn.Module):
         self.rnn = rnn_cls(n_in, units, batch_first=True, bidirectional=bidirectional)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kind = x.device.type
-        bf16 = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
-        with torch.autocast(kind, enabled=False) if bf16 else contextlib.nullcontext():
-            x = x.float() if bf16 else x
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, hidden = self.rnn(packed)
+        # TorchScript (export, fp32) compiles the branch unless it is a separate `if`
+        if not torch.jit.is_scripting():  # noqa: SIM102
+            if _bf16_autocast(x):
+                return self._fp32(x, lengths)
+        return self._run(x, lengths)
+
+    @torch.jit.unused
+    def _fp32(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(x.device.type, enabled=False):
+            return self._run(x.float(), lengths)
+
+    def _run(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.jit.is_scripting():  # an exported model takes one utterance: no padding
+            out, hidden = self.rnn(x)
+            h_n = hidden[0] if isinstance(hidden, tuple) else hidden
+            return out, torch.cat(list(h_n), dim=-1)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, hidden = self.rnn(packed)
         h_n = hidden[0] if isinstance(hidden, tuple) else hidden
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out, torch.cat(list(h_n), dim=-1)
+
+
+def _bf16_autocast(x: torch.Tensor) -> bool:
+    kind = x.device.type
+    return torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
 
 
 class ActivationCell(nn.Module):

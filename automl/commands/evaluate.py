@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
-import os
 import statistics
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from runtime import tracking
 
     config = from_args(EvaluateConfig, args)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one-line output
     if (config.run_id is None) == (config.best is None):
         raise UserError("give one of --run-id ID or --best EXPERIMENT")
     if config.json:
@@ -135,30 +130,21 @@ def _log(uri: str, child: Any, result: Any, seeds: int, files: dict[str, Path]) 
 
 
 def _log_model(uri: str, run_id: str, child: Any, result: Any) -> str:
-    """Seed 0's model as an MLflow pyfunc model (models-from-code, `automl/serving.py`),
-    with what inference needs beside the weights; returns its URI."""
+    """Seed 0's model as an MLflow model (see :mod:`automl.bundle`); returns its URI."""
     import mlflow
-    import torch
 
-    mlflow.set_tracking_uri(uri)
-    meta = {"architecture": child.architecture, "classes": result.classes,
-            "norm_mean": result.norm_mean, "norm_std": result.norm_std}  # fmt: skip
-    # MLflow asks for type hints, which would declare a fixed input schema; this model
-    # takes utterances of any length (the command's process ends after it)
-    warnings.filterwarnings("ignore", ".*Add type hints to the `predict`", UserWarning)
-    from automl import serving
+    from automl import bundle
+    from runtime import tracking
 
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
-        torch.save(result.state_dict, Path(tmp) / "weights.pt")
-        (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=2))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=serving.__file__,
-            artifacts={serving.WEIGHTS: f"{tmp}/weights.pt", serving.META: f"{tmp}/meta.json"},
-            input_example=result.example,
-            pip_requirements=["torch", "numpy", "pandas", "mlflow", "automl-rl"],
-        )
-    return info.model_uri
+    tracking.use(uri)
+    meta = bundle.ModelMeta(
+        child.architecture, result.classes, result.norm_mean, result.norm_std,
+        child.frontend, child.max_seconds, child.data,
+    )  # fmt: skip
+    with mlflow.start_run(run_id=run_id):
+        model_uri = bundle.log_model(meta, result.state_dict, result.example)
+    tracking.client(uri).set_tag(run_id, bundle.MODEL_URI_TAG, model_uri)
+    return model_uri
 
 
 def _register(uri: str, model_uri: str, name: str, summary: dict[str, Any]) -> dict[str, Any]:

@@ -158,6 +158,11 @@ def _from_csv(corpus: corpus_mod.Corpus, path: Path) -> Dataset:
     return Dataset(corpus.name, corpus.classes, splits, key.hexdigest()[:24])
 
 
+def features_of(path: Path, frontend: str, max_seconds: float | None = None) -> np.ndarray:
+    """One audio file's features as a search's children saw them (before normalisation)."""
+    return _at_least_one_frame(frontends.make_frontend(frontend, max_seconds).extract(path))
+
+
 def _label_ids(corpus: corpus_mod.Corpus, items: list[corpus_mod.Item]) -> list[int]:
     index = {c: k for k, c in enumerate(corpus.classes)}
     return [index[i.label] if i.label is not None else -1 for i in items]
