@@ -109,17 +109,23 @@ class QNetwork(nn.Module):
         step itself. Refresh it whenever the weights change. With a dueling head the greedy
         action is the advantage's argmax, so the value stream is not needed."""
         linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.advantage]
-        weights = [
-            (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears
-        ]
+        return numpy_policy(
+            [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears]
+        )
 
-        def act(obs: np.ndarray) -> np.ndarray:
-            h = obs
-            for w, b in weights[:-1]:
-                h = np.maximum(h @ w + b, 0.0)
-            return (h @ weights[-1][0] + weights[-1][1]).argmax(axis=-1)
 
-        return act
+def numpy_policy(
+    weights: list[tuple[np.ndarray, np.ndarray]],
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Greedy actions of a ReLU MLP given as (weight [in, out], bias) per layer."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        h = obs
+        for w, b in weights[:-1]:
+            h = np.maximum(h @ w + b, 0.0)
+        return (h @ weights[-1][0] + weights[-1][1]).argmax(axis=-1)
+
+    return act
 
 
 def check_env(config: DQNConfig) -> None:
@@ -142,6 +148,14 @@ def make_envs(config: DQNConfig) -> gym.vector.VectorEnv:
     )
 
 
+def set_up_torch(threads: int) -> None:
+    """Threads, and denormal floats flushed to zero: Adam's second moments of tiny
+    gradients turn denormal, and the CPU computes on them several times slower (measured:
+    the fused Adam step of 8 stacked CartPole networks took 2.6 ms instead of 0.46 ms)."""
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
 def build_network(config: DQNConfig, env: gym.Env | gym.vector.VectorEnv) -> QNetwork:
     obs_space = getattr(env, "single_observation_space", env.observation_space)
     act_space = getattr(env, "single_action_space", env.action_space)
@@ -154,7 +168,7 @@ def train(
     resume: bool = False,
     on_metrics: Metrics | None = None,
 ) -> RunResult:
-    torch.set_num_threads(config.threads)
+    set_up_torch(config.threads)
     torch.manual_seed(config.seed)
     envs = make_envs(config)
     obs_space = envs.single_observation_space
@@ -355,9 +369,16 @@ def _phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Iter
 def _clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
     """Scale gradients down to ``max_norm`` when above it; unlike ``clip_grad_norm_`` no
     multiply-by-one when below, which on the CPU costs as much as the optimizer step."""
-    total = nn.utils.get_total_norm([p.grad for p in params])
+    total = grad_norms(params)[0]
     if total > max_norm:
         nn.utils.clip_grads_with_norm_(params, max_norm, total)
+
+
+def grad_norms(params: list[nn.Parameter], members: int = 1) -> torch.Tensor:
+    """The gradient norm of each member of stacked parameters ([members, ...] each; one
+    network is one member), summed in the same order either way, so that a population of
+    one (:mod:`rl.population`) clips exactly as a single network does."""
+    return torch.stack([p.grad.reshape(members, -1).norm(dim=1) for p in params]).norm(dim=0)
 
 
 def copy_weights(q: nn.Module, target: nn.Module) -> None:

@@ -1,8 +1,10 @@
-"""Many seeds of one agent at once: each seed a Ray Tune trial and a nested MLflow run."""
+"""Many seeds of one agent at once: each seed (or population of seeds, for DQN) a Ray
+Tune trial, and each seed a nested MLflow run."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rl import dqn, qlearning
+from rl import dqn, population, qlearning
 from rl.common import BEST
 from runtime import ray_cluster, tracking
 from runtime.cli import (
@@ -29,7 +31,18 @@ from runtime.cli import (
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
 from runtime.files import write_json
-from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
+from runtime.trial import (
+    ERROR,
+    FAILED,
+    FINISHED,
+    MEMBERS,
+    RUN_ID,
+    Outcome,
+    Trial,
+    TrialContext,
+    run_trial,
+    run_trials,
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,18 @@ class JobConfig:
     )
     seeds: int = field(default=1, metadata=option("seeds first..first+K-1", type=positive_int))
     first_seed: int = field(default=0, metadata=option("the first seed", type=int))
-    workers: int = field(default=1, metadata=option("seeds trained at once", type=positive_int))
+    workers: int = field(
+        default=1, metadata=option("seeds (or populations) trained at once", type=positive_int)
+    )
+    population: int = field(
+        default=1,
+        metadata=option(
+            "dqn: train this many seeds together in one process (stacked networks, one "
+            "optimizer step for all; each seed its own environments, replay, results and "
+            "MLflow run); 1: each seed its own process",
+            type=positive_int,
+        ),
+    )
     overrides: list[str] = field(
         default_factory=list,
         metadata=overrides_option("set a field of the agent's config, e.g. n_step=3", "--set"),
@@ -118,16 +142,7 @@ def seed_trainable(
 
     def work(trial: Trial) -> Outcome:
         result = ALGOS[algo].train(run_config, folder, resume, on_metrics=_log_to(trial))
-        values = dataclasses.asdict(result)
-        metrics = {
-            k: v
-            for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        report = {**values, "seed": run_config.seed, "checkpoint_dir": str(folder or "")}
-        best = folder / BEST if folder else None
-        artifacts = {BEST: torch.load(best, weights_only=True)} if best and best.is_file() else {}
-        return Outcome(metrics, artifacts, report=report)
+        return _outcome(result, run_config.seed, folder)
 
     run_trial(
         context,
@@ -137,6 +152,36 @@ def seed_trainable(
         {"automl.role": "rl-seed"},
         work,
     )
+
+
+def population_trainable(
+    config: dict[str, Any], base: dict[str, Any], context: TrialContext, checkpoint_root: str
+) -> None:
+    """Runs in a Ray worker: a population of DQN seeds (:mod:`rl.population`), each
+    seed's metrics streamed to its own MLflow run and its best policy in its folder."""
+    agent = dqn.DQNConfig(**base)
+    seeds = list(config["seeds"])
+    folders = [Path(checkpoint_root) / f"seed-{seed}" for seed in seeds]
+    members = [(s, f"seed-{s}", dataclasses.asdict(dataclasses.replace(agent, seed=s)))
+               for s in seeds]  # fmt: skip
+
+    def work(trials: list[Trial]) -> list[Outcome]:
+        results = population.train(agent, seeds, folders, [_log_to(t) for t in trials])
+        return [_outcome(r, s, f) for r, s, f in zip(results, seeds, folders, strict=True)]
+
+    run_trials(context, members, {"automl.role": "rl-seed"}, work)
+
+
+def _outcome(result: Any, seed: int, folder: Path | None) -> Outcome:
+    """A seed's result: its numbers to MLflow and the driver, its best policy as a file."""
+    values = dataclasses.asdict(result)
+    metrics = {
+        k: v for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    report = {**values, "seed": seed, "checkpoint_dir": str(folder or "")}
+    best = folder / BEST if folder else None
+    artifacts = {BEST: torch.load(best, weights_only=True)} if best and best.is_file() else {}
+    return Outcome(metrics, artifacts, report=report)
 
 
 def _log_to(trial: Trial) -> Callable[[dict[str, float], int], None]:
@@ -155,6 +200,7 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
         raise UserError(f"--env {job.env} {agent.env_kwargs}: cannot make it ({exc})") from None
     base = dataclasses.asdict(agent)
     seeds = list(range(job.first_seed, job.first_seed + job.seeds))
+    groups = _populations(job, seeds)
     root = Path(job.checkpoint_dir).resolve()
     faults = FaultPlan.from_env(root, data_faults=False)
     uri = tracking.resolve_uri(job.tracking_uri)
@@ -167,7 +213,8 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     with ExitStack() as after_ray, ray_cluster.ray_session(job.address):
         if job.address is not None:
             ray_cluster.check_fits(job.cpus_per_trial, 0, job.address)
-        params = {**base, "algo": job.algo, "seeds": seeds, "workers": job.workers}
+        params = {**base, "algo": job.algo, "seeds": seeds, "workers": job.workers,
+                  "population": job.population}  # fmt: skip
         parent = tracking.start_parent(
             uri, job.experiment, f"rl-{job.algo}-{job.env}", params, role="rl"
         )
@@ -178,20 +225,21 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
         status = "FAILED"
         rows: list[dict[str, Any]] = []
         try:
-            trainable = tune.with_resources(
-                tune.with_parameters(
-                    seed_trainable,
-                    algo=job.algo,
-                    base=base,
-                    context=TrialContext(parent, faults, tags=provenance),
-                    checkpoint_root=str(root),
-                    resume=job.resume,
-                ),
-                {"cpu": job.cpus_per_trial},
-            )
+            context = TrialContext(parent, faults, tags=provenance)
+            if groups:
+                trainable = tune.with_parameters(
+                    population_trainable, base=base, context=context, checkpoint_root=str(root)
+                )
+                space = {"seeds": tune.grid_search(groups)}
+            else:
+                trainable = tune.with_parameters(
+                    seed_trainable, algo=job.algo, base=base, context=context,
+                    checkpoint_root=str(root), resume=job.resume,
+                )  # fmt: skip
+                space = {"seed": tune.grid_search(seeds)}
             grid = tune.Tuner(
-                trainable,
-                param_space={"seed": tune.grid_search(seeds)},
+                tune.with_resources(trainable, {"cpu": job.cpus_per_trial}),
+                param_space=space,
                 tune_config=tune.TuneConfig(max_concurrent_trials=job.workers, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=f"rl-{int(time.time())}",
@@ -199,7 +247,7 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
                     storage_path=str(root / "ray"),
                 ),
             ).fit()
-            rows = [_row(result) for result in grid]
+            rows = [row for result in grid for row in _rows(result)]
             if any(r["status"] == "interrupted" for r in rows):  # Tune caught a Ctrl-C
                 raise KeyboardInterrupt
             status = "FINISHED" if all(r["status"] == "done" for r in rows) else "FAILED"
@@ -224,12 +272,31 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     return summary
 
 
-def _row(result) -> dict[str, Any]:
-    seed, m = result.config["seed"], result.metrics or {}
-    if not result.error and not m.get(FINISHED):  # stopped by an interrupt, or never started
+def _populations(job: JobConfig, seeds: list[int]) -> list[list[int]]:
+    """``--population P``: the seeds in groups of P (none: each seed its own trial)."""
+    if job.population == 1:
+        return []
+    if job.algo != "dqn":
+        raise UserError(f"--population applies to --algo dqn, not {job.algo}")
+    if job.resume:
+        raise UserError("--resume continues single-seed runs from checkpoints: --population 1")
+    return [seeds[i : i + job.population] for i in range(0, len(seeds), job.population)]
+
+
+def _rows(result) -> list[dict[str, Any]]:
+    """The summary rows of a Tune result: one seed's, or each of a population's."""
+    m = result.metrics or {}
+    if "seeds" not in result.config:
+        return [_row(result.config["seed"], m, result.error)]
+    members = json.loads(m[MEMBERS]) if MEMBERS in m else [{}] * len(result.config["seeds"])
+    return [_row(s, r, result.error) for s, r in zip(result.config["seeds"], members, strict=True)]
+
+
+def _row(seed: int, m: dict[str, Any], error: Any) -> dict[str, Any]:
+    if not error and not m.get(FINISHED):  # stopped by an interrupt, or never started
         return {"seed": seed, "status": "interrupted", "mlflow_run_id": m.get(RUN_ID)}
-    if result.error or m.get(FAILED) or not m.get("steps"):
-        error = str(m.get(ERROR) or result.error)
+    if error or m.get(FAILED) or not m.get("steps"):
+        error = str(m.get(ERROR) or error)
         return {"seed": seed, "status": "failed", "error": error, "mlflow_run_id": m.get(RUN_ID)}
     keys = (
         "final_eval_return",

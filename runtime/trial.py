@@ -13,6 +13,7 @@ result keys below are what the driver reads back (``on_trial_complete``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ FINISHED = "finished"  # the trial's last result: the work ended (well or not)
 FAILED = "failed"  # the work raised; ERROR holds why
 ERROR = "error"
 RUN_ID = "mlflow_run_id"
+MEMBERS = "members"  # a group trial's result: its members' results, as JSON
 NODE_TAG = "ray.node_id"  # on the trial's MLflow run: the Ray node it ran on
 
 
@@ -83,16 +85,9 @@ def run_trial(
     work: Callable[[Trial], Outcome],
 ) -> None:
     """Run ``work`` as trial ``key`` of the job; call inside a Ray Tune function trainable."""
-    import ray
     from ray import tune
 
-    run = None
-    if context.parent:
-        close_abandoned(context.parent, key)  # an earlier attempt's run, if its worker died
-        where = {NODE_TAG: ray.get_runtime_context().get_node_id()}  # which machine trained it
-        labels = {**context.tags, **tags, **where, TRIAL_TAG: str(key)}
-        run = ChildRun(context.parent, name, params, labels, context.dataset)
-    trial = Trial(run, context.faults.data_fault(key))
+    trial = _open(context, key, name, params, tags)
     try:
         context.faults.apply(key)
         outcome = work(trial)
@@ -100,13 +95,62 @@ def run_trial(
         _report_failure(context, trial, f"{type(exc).__name__}: {exc}")
         return
     except SystemExit:  # Tune stopped the trial (a scheduler, a deadline): its report raised
-        if run:  # the curves so far reach the store; the driver closes the run as stopped
-            run.flush()
+        if trial.run:  # the curves so far reach the store; the driver closes the run as stopped
+            trial.run.flush()
         raise
-    if run and not run.finish(outcome.metrics, outcome.artifacts):
+    if trial.run and not trial.run.finish(outcome.metrics, outcome.artifacts):
         _report_failure(context, trial, "abandoned: its job was resumed elsewhere", record=False)
         return
     tune.report({**outcome.metrics, **outcome.report, RUN_ID: trial.run_id, FINISHED: True})
+
+
+def run_trials(
+    context: TrialContext,
+    members: list[tuple[int, str, dict[str, Any]]],
+    tags: dict[str, str],
+    work: Callable[[list[Trial]], list[Outcome]],
+) -> None:
+    """:func:`run_trial` for work that trains several trials in one process (a population
+    of seeds): ``members`` are (key, run name, params), each gets its own MLflow run, and
+    the one Tune result lists each member's result under ``members`` (JSON)."""
+    from ray import tune
+
+    trials = [_open(context, key, name, params, tags) for key, name, params in members]
+    try:
+        for key, _, _ in members:
+            context.faults.apply(key)
+        outcomes = work(trials)
+    except Exception as exc:  # the work's own failure: every member failed with it
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        for trial in trials:
+            if trial.run:
+                trial.run.fail(error)
+        rows = [{FINISHED: True, FAILED: True, ERROR: error, RUN_ID: t.run_id} for t in trials]
+        tune.report({FINISHED: True, MEMBERS: json.dumps(rows)})
+        return
+    rows = []
+    for trial, outcome in zip(trials, outcomes, strict=True):
+        if trial.run and not trial.run.finish(outcome.metrics, outcome.artifacts):
+            rows.append({FINISHED: True, FAILED: True, RUN_ID: trial.run_id,
+                         ERROR: "abandoned: its job was resumed elsewhere"})  # fmt: skip
+            continue
+        rows.append({**outcome.metrics, **outcome.report, RUN_ID: trial.run_id, FINISHED: True})
+    tune.report({FINISHED: True, MEMBERS: json.dumps(rows)})
+
+
+def _open(
+    context: TrialContext, key: int, name: str, params: dict[str, Any], tags: dict[str, str]
+) -> Trial:
+    """The trial's handle, with its MLflow run opened when the job tracks runs."""
+    import ray
+
+    run = None
+    if context.parent:
+        close_abandoned(context.parent, key)  # an earlier attempt's run, if its worker died
+        where = {NODE_TAG: ray.get_runtime_context().get_node_id()}  # which machine trained it
+        labels = {**context.tags, **tags, **where, TRIAL_TAG: str(key)}
+        run = ChildRun(context.parent, name, params, labels, context.dataset)
+    return Trial(run, context.faults.data_fault(key))
 
 
 def _report_failure(context: TrialContext, trial: Trial, error: str, record: bool = True) -> None:

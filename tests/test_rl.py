@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl import dqn, qlearning
+from rl import dqn, population, qlearning
 from rl.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rl.cli import main as rl_main
 from rl.common import evaluate, latest_checkpoint
@@ -294,6 +294,14 @@ def test_a_failing_seed_is_recorded_as_failed_and_the_others_finish(tmp_path, mo
         (["train", "--env", "CartPole-v1", "--set", "hidden=[64,'x']"], "expected a JSON list"),
         (["evaluate", "--checkpoint", "missing.pt"], "file not found"),
         (["train", "--env", "CartPole-v1", "--address", "127.0.0.1:9"], "--address 127.0.0.1:9"),
+        (
+            ["train", "--env", "Taxi-v4", "--algo", "qlearning", "--population", "2"],
+            "--population applies to --algo dqn",
+        ),
+        (
+            ["train", "--env", "CartPole-v1", "--population", "2", "--resume"],
+            "--resume continues single-seed runs",
+        ),
     ],
 )
 def test_rl_user_errors(tmp_path, monkeypatch, capsys, argv, message):
@@ -303,3 +311,80 @@ def test_rl_user_errors(tmp_path, monkeypatch, capsys, argv, message):
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # nothing started, nothing left behind
+
+
+POPULATION_DQN = dict(
+    total_steps=2_500, learning_starts=500, train_freq=64, gradient_steps=16, hidden=[64, 64],
+    eval_every=500, eval_episodes=2, max_grad_norm=1.0,
+)  # fmt: skip
+
+
+def test_a_population_of_one_trains_exactly_as_the_single_seed_path(tmp_path):
+    """Same seed: the same losses at every phase, evaluations, returned policy and result
+    (the clip at max_grad_norm 1 is active, so per-member clipping is exercised too)."""
+    config = dqn.DQNConfig(seed=5, **POPULATION_DQN)
+    single_log, member_log = [], []
+    single = dqn.train(
+        config, tmp_path / "single", on_metrics=lambda m, s: single_log.append((s, m))
+    )
+    (member,) = population.train(
+        config, [5], [tmp_path / "member"], [lambda m, s: member_log.append((s, m))]
+    )
+    assert dataclasses.replace(member, seconds=0, steps_per_second=0) == dataclasses.replace(
+        single, seconds=0, steps_per_second=0
+    )
+    strip = [(s, {k: v for k, v in m.items() if k != "sps"}) for s, m in single_log]
+    assert [(s, {k: v for k, v in m.items() if k != "sps"}) for s, m in member_log] == strip
+    assert any("loss" in m for _, m in single_log) and single.best_eval_step is not None
+    best = [
+        torch.load(d / "best.pt", weights_only=True)
+        for d in (tmp_path / "single", tmp_path / "member")
+    ]
+    assert best[0]["step"] == best[1]["step"]
+    assert all(torch.equal(best[0]["q"][k], best[1]["q"][k]) for k in best[0]["q"])
+
+
+def test_population_members_keep_their_own_environments_exploration_and_replay():
+    """Before learning starts, a member's episodes depend on its seed alone, whoever it
+    trains beside; members with different seeds differ."""
+    config = dqn.DQNConfig(**{**POPULATION_DQN, "total_steps": 500, "eval_every": 10_000})
+    logs = {}
+    for others in ([3, 4], [3, 9, 11]):
+        found: list[list[float]] = [[] for _ in others]
+        population.train(config, others, on_metrics=[_episodes_into(f) for f in found])
+        logs[tuple(others)] = found
+    assert logs[(3, 4)][0] == logs[(3, 9, 11)][0] and len(logs[(3, 4)][0]) > 5
+    assert logs[(3, 4)][1] != logs[(3, 4)][0]
+
+
+def _episodes_into(returns: list[float]):
+    def log(metrics: dict[str, float], step: int) -> None:
+        if "episodic_return" in metrics:
+            returns.append(metrics["episodic_return"])
+
+    return log
+
+
+def test_rl_train_spreads_populations_over_workers_with_a_run_per_seed(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    small = ("learning_starts=300", "eval_every=600", "eval_episodes=2", "hidden=[16]")
+    argv = ["train", "--env", "CartPole-v1", "--steps", "900", "--seeds", "5",
+            "--population", "2", "--workers", "2"]  # fmt: skip
+    code = rl_main([*argv, *(x for s in small for x in ("--set", s)), "--json", "out.json"])
+    assert code == 0
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert [r["seed"] for r in summary["seeds"]] == [0, 1, 2, 3, 4]  # populations 2 + 2 + 1
+    client = MlflowClient(summary["tracking_uri"])
+    for row in summary["seeds"]:
+        assert row["status"] == "done" and row["steps"] == 900
+        run = client.get_run(row["mlflow_run_id"])
+        assert run.info.status == "FINISHED" and run.data.params["seed"] == str(row["seed"])
+        assert run.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]
+        assert client.get_metric_history(run.info.run_id, "eval_return")
+        assert [f.path for f in client.list_artifacts(run.info.run_id, "checkpoint")] == [
+            "checkpoint/best.pt"
+        ]
+    assert len({r["mlflow_run_id"] for r in summary["seeds"]}) == 5
+    assert rl_main(["evaluate", "--checkpoint", "checkpoints/seed-3", "--episodes", "2"]) == 0

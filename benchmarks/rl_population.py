@@ -1,0 +1,110 @@
+"""8 CartPole-v1 DQN seeds: as populations against single-seed runs and stable-baselines3.
+
+Side by side in one run, on this machine's two cores, the same rl-zoo hyperparameters
+(``DQNConfig`` defaults; SB3 gets exactly the same, as in ``rl_vs_sb3.py``), the same
+evaluation for all (10 greedy episodes every 5k steps, this project's seeds):
+
+- one population of 8 seeds in one process (2 torch threads);
+- two populations of 4, two processes at a time (1 thread each);
+- 8 single-seed runs of ours, two processes at a time (1 thread each);
+- 8 single-seed runs of stable-baselines3, two at a time (1 thread each).
+
+Aggregate env steps/s = 8 x steps / wall seconds of the whole variant (evaluation
+included, the same for all). For ours, every seed's returned policy is scored on fresh
+episodes (solved: >= 475). Needs the benchmark-only extra: pip install -e '.[bench]'.
+
+    python benchmarks/rl_population.py [--steps 50000] [--seeds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SOLVED = 475.0
+
+
+def ours_single(seed: int, steps: int) -> list[dict[str, Any]]:
+    from rl.dqn import DQNConfig, train
+
+    result = train(DQNConfig(seed=seed, total_steps=steps, threads=1))
+    return [{"seed": seed, "returned_fresh": result.returned_fresh_return}]
+
+
+def ours_population(seeds: list[int], steps: int, threads: int) -> list[dict[str, Any]]:
+    from rl import population
+    from rl.dqn import DQNConfig
+
+    results = population.train(DQNConfig(total_steps=steps, threads=threads), seeds)
+    pairs = zip(seeds, results, strict=True)
+    return [{"seed": s, "returned_fresh": r.returned_fresh_return} for s, r in pairs]
+
+
+def sb3_single(seed: int, steps: int) -> list[dict[str, Any]]:
+    from rl_vs_sb3 import run_sb3
+
+    result = run_sb3(seed, steps)
+    return [{"seed": seed, "best_eval": result["best_eval"]}]
+
+
+def _call(job: tuple[Callable[..., list[dict]], tuple]) -> list[dict[str, Any]]:
+    function, args = job
+    return function(*args)
+
+
+def run_variant(jobs: list[tuple[Callable, tuple]], processes: int) -> tuple[float, list[dict]]:
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        rows = [row for part in pool.map(_call, jobs, chunksize=1) for row in part]
+    return time.perf_counter() - started, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rl_population.json"))
+    args = parser.parse_args()
+    seeds, steps, half = list(range(args.seeds)), args.steps, args.seeds // 2
+    variants = {
+        f"ours, one population of {len(seeds)} (1 process, 2 threads)":
+            ([(ours_population, (seeds, steps, 2))], 1),
+        f"ours, two populations of {half}, two at a time":
+            ([(ours_population, (seeds[:half], steps, 1)),
+              (ours_population, (seeds[half:], steps, 1))], 2),
+        "ours, single-seed runs, two at a time": ([(ours_single, (s, steps)) for s in seeds], 2),
+        "stable-baselines3, single-seed runs, two at a time":
+            ([(sb3_single, (s, steps)) for s in seeds], 2),
+    }  # fmt: skip
+    table = []
+    for name, (jobs, processes) in variants.items():
+        seconds, rows = run_variant(jobs, processes)
+        solved = [r for r in rows if r.get("returned_fresh", 0) >= SOLVED]
+        table.append({"variant": name, "wall_seconds": seconds,
+                      "aggregate_steps_per_second": len(seeds) * steps / seconds,
+                      "returned_solved": len(solved) if "returned_fresh" in rows[0] else None,
+                      "seeds": rows})  # fmt: skip
+        print(f"{name}: {seconds:.0f} s, {table[-1]['aggregate_steps_per_second']:.0f} steps/s",
+              flush=True)  # fmt: skip
+    sb3 = table[-1]["aggregate_steps_per_second"]
+    print(f"\n{'variant':58} {'steps/s':>8} {'vs SB3':>7} {'returned policy solves':>22}")
+    for row in table:
+        row["vs_sb3"] = row["aggregate_steps_per_second"] / sb3
+        solved = "" if row["returned_solved"] is None else f"{row['returned_solved']}/{len(seeds)}"
+        print(f"{row['variant']:58} {row['aggregate_steps_per_second']:8.0f} "
+              f"{row['vs_sb3']:6.2f}x {solved:>22}")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": "rl_population", "env": "CartPole-v1", "steps": steps,
+               "command": f"python benchmarks/rl_population.py --steps {steps} --seeds "
+                          f"{args.seeds}", "rows": table}  # fmt: skip
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
