@@ -369,16 +369,16 @@ def _phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Iter
 def _clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
     """Scale gradients down to ``max_norm`` when above it; unlike ``clip_grad_norm_`` no
     multiply-by-one when below, which on the CPU costs as much as the optimizer step."""
-    total = grad_norms(params)[0]
+    total = grad_norms([p.grad for p in params])[0]
     if total > max_norm:
         nn.utils.clip_grads_with_norm_(params, max_norm, total)
 
 
-def grad_norms(params: list[nn.Parameter], members: int = 1) -> torch.Tensor:
-    """The gradient norm of each member of stacked parameters ([members, ...] each; one
+def grad_norms(grads: list[torch.Tensor], members: int = 1) -> torch.Tensor:
+    """The gradient norm of each member of stacked gradients ([members, ...] each; one
     network is one member), summed in the same order either way, so that a population of
     one (:mod:`rl.population`) clips exactly as a single network does."""
-    return torch.stack([p.grad.reshape(members, -1).norm(dim=1) for p in params]).norm(dim=0)
+    return torch.stack([g.reshape(members, -1).norm(dim=1) for g in grads]).norm(dim=0)
 
 
 def copy_weights(q: nn.Module, target: nn.Module) -> None:

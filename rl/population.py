@@ -69,7 +69,9 @@ class StackedQNetwork(nn.Module):
                 nn.Parameter(torch.stack([get(m) for m in ms])) for ms in layers
             )
 
-        self.weights = stacked(lambda m: m.weight.detach())  # [K, out, in], as nn.Linear
+        # [K, in, out]: batched products without a transposed operand (faster than nn.Linear's
+        # [out, in] layout in baddbmm)
+        self.weights = stacked(lambda m: m.weight.detach().T.contiguous())
         self.biases = stacked(lambda m: m.bias.detach()[None])  # [K, 1, out]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -77,22 +79,24 @@ class StackedQNetwork(nn.Module):
         heads = 2 if self.dueling else 1
         h = obs
         for w, b in layers[:-heads]:
-            h = torch.relu(torch.baddbmm(b, h, w.transpose(1, 2)))
-        advantage = torch.baddbmm(layers[-heads][1], h, layers[-heads][0].transpose(1, 2))
+            h = torch.relu(torch.baddbmm(b, h, w))
+        advantage = torch.baddbmm(layers[-heads][1], h, layers[-heads][0])
         if not self.dueling:
             return advantage
-        value = torch.baddbmm(layers[-1][1], h, layers[-1][0].transpose(1, 2))
+        value = torch.baddbmm(layers[-1][1], h, layers[-1][0])
         return value + advantage - advantage.mean(dim=2, keepdim=True)
 
-    def layer_order(self) -> list[nn.Parameter]:
-        """The parameters in a :class:`~rl.dqn.QNetwork`'s order (weight, bias per layer)."""
-        return [p for pair in zip(self.weights, self.biases, strict=True) for p in pair]
+    def grads_as_networks(self) -> list[torch.Tensor]:
+        """The gradients as a :class:`~rl.dqn.QNetwork` lays them out (weight [K, out, in],
+        bias per layer, in its order), so that their norms sum in the same order."""
+        pairs = zip(self.weights, self.biases, strict=True)
+        return [g for w, b in pairs for g in (w.grad.transpose(1, 2).contiguous(), b.grad)]
 
     def member(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k`` as a :class:`~rl.dqn.QNetwork` state dict (for ``best.pt``)."""
         state = {}
         for name, w, b in zip(self.names, self.weights, self.biases, strict=True):
-            state[f"{name}.weight"] = w[k].detach().clone()
+            state[f"{name}.weight"] = w[k].detach().T.clone()
             state[f"{name}.bias"] = b[k, 0].detach().clone()
         return state
 
@@ -254,17 +258,17 @@ def gradient_step(
     member_losses = elementwise.mean(dim=1)
     optimizer.zero_grad(set_to_none=True)
     member_losses.sum().backward()
-    _clip_per_member(q.layer_order(), config.max_grad_norm)
+    _clip_per_member(q, config.max_grad_norm)
     optimizer.step()
     return member_losses.detach(), q_taken.detach() - td_target
 
 
-def _clip_per_member(params: list[nn.Parameter], max_norm: float) -> None:
+def _clip_per_member(q: StackedQNetwork, max_norm: float) -> None:
     """Each member's gradients scaled down to ``max_norm`` when its norm is above it, as
     :func:`rl.dqn._clip_gradients` does for one network (scale 1 leaves them as they are)."""
-    total = grad_norms(params, members=params[0].shape[0])
+    total = grad_norms(q.grads_as_networks(), members=q.weights[0].shape[0])
     scale = torch.where(total > max_norm, max_norm / (total + 1e-6), torch.ones_like(total))
-    for p in params:
+    for p in q.parameters():
         p.grad.mul_(scale.view(-1, *[1] * (p.grad.dim() - 1)))
 
 
@@ -279,7 +283,7 @@ def _greedy(q: StackedQNetwork) -> list[Callable[[np.ndarray], np.ndarray]]:
     layers = list(zip(q.weights, q.biases, strict=True))[: len(q.weights) - heads + 1]
     return [
         numpy_policy(
-            [(w[k].detach().numpy().T.copy(), b[k, 0].detach().numpy().copy()) for w, b in layers]
+            [(w[k].detach().numpy().copy(), b[k, 0].detach().numpy().copy()) for w, b in layers]
         )
         for k in range(q.weights[0].shape[0])
     ]
