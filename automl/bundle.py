@@ -143,8 +143,7 @@ def log_child_model(uri: str, run_id: str, meta: ModelMeta, example: np.ndarray)
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, f"{tracking.CHECKPOINT_DIR}/{WEIGHTS_FILE}", tmp)
         weights = torch.load(path, weights_only=True, map_location="cpu")
-    tracking.use(uri)
-    with mlflow.start_run(run_id=run_id):
+    with tracking.using(uri), mlflow.start_run(run_id=run_id):
         model_uri = log_model(meta, weights, example)
         mlflow.set_tag(MODEL_URI_TAG, model_uri)
     client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)

@@ -75,11 +75,11 @@ def _download(uri: str, tracking_uri: str | None, into: Path) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if tracking_uri:
-        tracking.use(tracking_uri)
     model_uri = f"models:/{uri}" if uri.startswith("m-") else uri
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into)))
+        with tracking.using(tracking_uri):
+            found = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into))
+        return Path(found)
     except (MlflowException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(

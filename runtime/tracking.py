@@ -139,13 +139,32 @@ def store_lock(uri: str, timeout: float = 300.0) -> Iterator[None]:
         ) from None
 
 
-def use(uri: str) -> None:
-    """Point MLflow's module-level API (runs, models, the Model Registry) at ``uri``: both
-    URIs, or a registry set earlier in the process would still receive registrations."""
+@contextmanager
+def using(uri: str | None) -> Iterator[None]:
+    """MLflow's module-level API (runs, models, the Model Registry) pointed at ``uri`` for
+    the block: both URIs, or a registry set earlier in the process would still receive
+    registrations. MLflow keeps them in the process's environment too, where later work
+    in the process and its child processes would inherit them: the block restores what
+    was there. ``None``: as it is."""
     import mlflow
 
+    if uri is None:
+        yield
+        return
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def client(uri: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,7 @@ from automl.data import synth
 from automl.data.prepare import load_dataset
 from automl.searchers import make_searcher
 from automl.space import load_space
+from runtime import tracking
 
 TINY_SPACE = """\
 family: rnn
@@ -205,8 +207,9 @@ def _ship_and_check_what_the_ui_shows(tmp_path: Path, uri: str, summary: dict) -
     best = summary["best"]["mlflow_run_id"]
     by_run = {t["mlflow_run_id"]: str(t["trial"]) for t in summary["trials"]}
     assert set(summary["models"]) == set(by_run.values())
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{best}/model")  # as users load a run's model
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    with tracking.using(uri):
+        model = mlflow.pyfunc.load_model(f"runs:/{best}/model")  # as users load a run's model
     assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 39)
     plots = tmp_path / "plots"
     assert main(["compare", "--experiment", "http", "--tracking-uri", uri,
@@ -256,6 +259,8 @@ def _ship_and_check_what_the_ui_shows(tmp_path: Path, uri: str, summary: dict) -
     child = rest(f"runs/get?run_id={best}")["run"]
     assert child["info"]["status"] == "FINISHED"
     assert {t["key"] for t in child["data"]["tags"]} >= {"automl.model_uri"}
+    # the commands leave MLflow's URIs in this process (and its children) as they were
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before
 
 
 @pytest.mark.parametrize(
@@ -541,8 +546,8 @@ def test_evaluate_retrains_the_best_child_on_train_and_devel_and_scores_it_on_te
     assert int(run.data.params["epochs"]) == int(child.data.metrics["best_epoch"])
     # a real MLflow model: loaded (from code, weights without pickle) and used on the
     # frontend's features of a test file, as seed 0 predicted it; registered with its UAR
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(result["model_uri"])
+    with tracking.using(uri):
+        model = mlflow.pyfunc.load_model(result["model_uri"])
     digits = load_dataset("digits")
     test = digits.splits["test"]
     first, name = test.sequence(0) * digits.norm_std + digits.norm_mean, str(test.names[0])

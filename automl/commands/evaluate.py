@@ -136,12 +136,11 @@ def _log_model(uri: str, run_id: str, child: Any, result: Any) -> str:
     from automl import bundle
     from runtime import tracking
 
-    tracking.use(uri)
     meta = bundle.ModelMeta(
         child.architecture, result.classes, result.norm_mean, result.norm_std,
         child.frontend, child.max_seconds, child.data,
     )  # fmt: skip
-    with mlflow.start_run(run_id=run_id):
+    with tracking.using(uri), mlflow.start_run(run_id=run_id):
         model_uri = bundle.log_model(meta, result.state_dict, result.example)
     tracking.client(uri).set_tag(run_id, bundle.MODEL_URI_TAG, model_uri)
     return model_uri
@@ -153,7 +152,8 @@ def _register(uri: str, model_uri: str, name: str, summary: dict[str, Any]) -> d
 
     from runtime import tracking
 
-    version = mlflow.register_model(model_uri, name)
+    with tracking.using(uri):
+        version = mlflow.register_model(model_uri, name)
     client = tracking.client(uri)
     for key in ("test_uar_mean", "test_uar_std", "child_run_id"):
         if summary[key] is not None:
