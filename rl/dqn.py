@@ -272,7 +272,7 @@ def train(
         # Learn: a phase of gradient steps every train_freq env steps.
         if step >= config.learning_starts and step % config.train_freq < config.num_envs:
             beta = config.per_beta + (1 - config.per_beta) * min(1.0, step / config.total_steps)
-            for batch in _phase_batches(buffer, config, beta):
+            for batch in phase_batches(buffer, config, beta):
                 loss, td_error = gradient_step(q, target, optimizer, batch, config)
                 gradient_steps += 1
                 if config.prioritized:
@@ -304,14 +304,14 @@ def train(
             if tracker.record(mean, std, step):
                 best_q = {k: v.detach().clone() for k, v in q.state_dict().items()}
                 if checkpoint_dir:
-                    save_best(checkpoint_dir, _policy_state(config, best_q, step))
+                    save_best(checkpoint_dir, policy_state(config, best_q, step))
             log({"eval_return": mean, "eval_return_std": std}, step)
 
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, step, snapshot())
     envs.close()
     seconds = time.perf_counter() - started
-    _, returned = load_policy(_policy_state(config, best_q or q.state_dict(), step))
+    _, returned = load_policy(policy_state(config, best_q or q.state_dict(), step))
     fresh = evaluate(
         returned, config.env_id, config.eval_episodes, config.seed, 0, config.env_kwargs,
         offset=FRESH_SEED_OFFSET,
@@ -356,7 +356,7 @@ def gradient_step(
     return loss.detach(), q_taken.detach() - td_target
 
 
-def _phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Iterator[Batch]:
+def phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Iterator[Batch]:
     """The batches of one training phase. Uniform replay draws them all at once; prioritized
     replay draws each after the previous step has updated the priorities."""
     if isinstance(buffer, PrioritizedReplayBuffer):
@@ -393,7 +393,7 @@ def polyak(q: nn.Module, target: nn.Module, tau: float) -> None:
             t.lerp_(p, tau)
 
 
-def _policy_state(config: DQNConfig, weights: dict[str, torch.Tensor], step: int) -> dict:
+def policy_state(config: DQNConfig, weights: dict[str, torch.Tensor], step: int) -> dict:
     """What :func:`load_policy` needs: a checkpoint's ``best.pt`` (weights_only-loadable)."""
     return {"algo": "dqn", "config": asdict(config), "q": weights, "step": step}
 

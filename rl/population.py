@@ -44,12 +44,12 @@ from rl.common import (
 from rl.dqn import (
     DQNConfig,
     QNetwork,
-    _phase_batches,
-    _policy_state,
     build_network,
     grad_norms,
     load_policy,
     numpy_policy,
+    phase_batches,
+    policy_state,
     set_up_torch,
 )
 
@@ -185,7 +185,7 @@ def train(
         # Learn: a phase of gradient steps, every member at once.
         if step >= config.learning_starts and step % config.train_freq < n:
             beta = config.per_beta + (1 - config.per_beta) * min(1.0, step / config.total_steps)
-            phases = [_phase_batches(b, config, beta) for b in buffers]
+            phases = [phase_batches(b, config, beta) for b in buffers]
             for batches in zip(*phases, strict=True):
                 loss, td_errors = gradient_step(q, target, optimizer, _stack(batches), config)
                 if config.prioritized:
@@ -216,7 +216,7 @@ def train(
                 if trackers[k].record(mean, std, step):
                     best[k] = q.member(k)
                     if folders[k]:
-                        save_best(folders[k], _policy_state(member, best[k], step))
+                        save_best(folders[k], policy_state(member, best[k], step))
                 logs[k]({"eval_return": mean, "eval_return_std": std}, step)
             eval_seconds += time.perf_counter() - eval_started
 
@@ -225,7 +225,7 @@ def train(
     results = []
     for k, member in enumerate(configs):
         weights = best[k] or q.member(k)
-        _, returned = load_policy(_policy_state(member, weights, step))
+        _, returned = load_policy(policy_state(member, weights, step))
         fresh = evaluate(returned, config.env_id, config.eval_episodes, member.seed, 0,
                          config.env_kwargs, offset=FRESH_SEED_OFFSET)  # fmt: skip
         results.append(trackers[k].result(

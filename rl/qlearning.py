@@ -105,7 +105,7 @@ def train(
         if tracker.record(mean, std, step):
             best_q = q.copy()
             if checkpoint_dir:
-                save_best(checkpoint_dir, _policy_state(config, best_q, step))
+                save_best(checkpoint_dir, policy_state(config, best_q, step))
         elapsed = time.perf_counter() - started
         log(
             {"eval_return": mean, "eval_return_std": std, "sps": (step - steps_at_start) / elapsed},
@@ -176,7 +176,7 @@ def _policy(q: np.ndarray) -> Callable[[np.ndarray], int]:
     return lambda obs: int(np.argmax(q[int(np.argmax(obs))]))
 
 
-def _policy_state(config: QLearningConfig, q: np.ndarray, step: int) -> dict[str, Any]:
+def policy_state(config: QLearningConfig, q: np.ndarray, step: int) -> dict[str, Any]:
     return {"algo": "qlearning", "config": asdict(config), "q": torch.from_numpy(q), "step": step}
 
 
