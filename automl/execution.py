@@ -15,35 +15,34 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ray import tune
 from ray.tune import Callback
+from ray.tune.execution.placement_groups import (
+    PlacementGroupFactory,
+    resource_dict_to_pg_factory,
+)
 from ray.tune.search import Searcher as TuneSearcher
 from ray.tune.stopper import CombinedStopper, Stopper
 
 from automl.data.dataset import Dataset, Split
+from automl.placement import ChildResources
 from automl.search import SearchLoop
-from automl.train import EpochStats, TrainConfig, train_child
+from automl.train import EpochStats, TrainConfig, resolve_device, train_child
 from runtime import tracking
 from runtime.errors import UserError
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 
 METRIC = "dev_uar"
+DEVICE_TAG = "automl.device"  # on a child's run: what it trained on (cpu, cuda:0)
 # Our own progress line and MLflow replace Tune's console tables and per-trial log files.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-
-
-@dataclass(frozen=True)
-class Resources:
-    workers: int = 1  # children trained at once
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    custom: dict[str, float] = field(default_factory=dict)  # Ray resources by name
 
 
 def child_trainable(
@@ -76,14 +75,9 @@ def child_trainable(
         artifacts = {"weights.pt": result.state_dict, "architecture.json": result.architecture}
         return Outcome(metrics, artifacts, {"epoch": len(result.history)})
 
-    run_trial(
-        context,
-        trial,
-        f"child-{trial:04d}",
-        tracking.flatten("", arch),
-        {"automl.role": "child", "automl.architecture": json.dumps(arch, sort_keys=True)},
-        work,
-    )
+    tags = {"automl.role": "child", "automl.architecture": json.dumps(arch, sort_keys=True)}
+    tags[DEVICE_TAG] = str(resolve_device(train_config.device))  # a GPU it was given, used?
+    run_trial(context, trial, f"child-{trial:04d}", tracking.flatten("", arch), tags, work)
 
 
 def _poisoned(data: Dataset) -> Dataset:
@@ -235,7 +229,8 @@ class _Waiting(Callback, Stopper):
 def run_on_ray(
     loop: SearchLoop,
     dataset: Dataset,
-    resources: Resources,
+    workers: int,
+    resources: ChildResources,
     context: TrialContext,
     train_config: TrainConfig,
     storage: Path,
@@ -249,14 +244,15 @@ def run_on_ray(
     :func:`runtime.ray_cluster.ray_session`).
 
     A child whose worker dies is started again up to ``retries`` times. ``early_stop``:
-    the scheduler that stops hopeless children; ``stop_at``: when children still running
+    the scheduler that stops hopeless children; ``workers``: children trained at once;
+    ``resources``: what each child asks Ray for; ``stop_at``: when children still running
     after the deadline are stopped (the deadline plus its grace); ``max_wait``: how long
     children may wait for resources while none runs."""
     trainable = tune.with_resources(
         tune.with_parameters(
             child_trainable, dataset=dataset, context=context, train_config=train_config
         ),
-        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial, **resources.custom},
+        partial(_placement, resources),
     )
     early_stop = early_stop or EarlyStop()
     searcher = LoopSearcher(loop, context.parent, on_change, early_stop.reason, stop_at)
@@ -268,7 +264,7 @@ def run_on_ray(
             search_alg=searcher,
             scheduler=early_stop.scheduler(),
             num_samples=loop.budget,
-            max_concurrent_trials=resources.workers,
+            max_concurrent_trials=workers,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -297,10 +293,16 @@ def run_on_ray(
     searcher.settle_stopped()
 
 
-def _needs(resources: Resources) -> str:
-    gpus = f", {resources.gpus_per_trial:g} GPU" if resources.gpus_per_trial else ""
-    custom = "".join(f", {v:g} {k}" for k, v in resources.custom.items())
-    return f"{resources.cpus_per_trial:g} CPU{gpus}{custom} free"
+def _placement(resources: ChildResources, config: dict[str, Any]) -> PlacementGroupFactory:
+    """What Tune reserves for one child (called with the child's config as Tune places it)."""
+    return resource_dict_to_pg_factory(resources.for_child(config["architecture"]))
+
+
+def _needs(resources: ChildResources) -> str:
+    asked = " or ".join(
+        ", ".join(f"{v:g} {k}" for k, v in need.items()) for _, need in resources.requests()
+    )
+    return f"{asked} free"
 
 
 def finished_records(parent: tracking.ParentRun, trial: int | None = None) -> dict[int, dict]:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,15 @@ from automl import bundle
 from automl.children.arch import HPARAM_DEFAULTS
 from automl.data.dataset import Dataset
 from automl.execution import (
+    DEVICE_TAG,
     METRIC,
     EarlyStop,
     NoNodeCame,
-    Resources,
     finished_records,
     run_on_ray,
 )
 from automl.objective import Objective, pareto_front
+from automl.placement import space_fields
 from automl.search import DONE, RUNNING, SearchLoop
 from automl.search_config import SearchConfig
 from automl.searchers import Searcher, searcher_class
@@ -48,7 +49,7 @@ from runtime.cli import build_config, interrupts_held, parse_overrides, resumabl
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
 from runtime.files import atomic_write, check_writable, write_json
-from runtime.trial import TrialContext
+from runtime.trial import GPUS_TAG, TrialContext
 
 STATE_FILE = "search_state.pt"
 #: what must match for --resume to continue a search (trials may grow); the searcher's
@@ -76,10 +77,12 @@ def run_search(
     tracking.check_reachable(uri)
     tracking.check_experiment(uri, config.experiment)
     ray_cluster.check_address(config.address)
-    custom = config.custom_resources()
+    resources = config.child_resources()
+    resources.check_fields(space_fields(space))
     if config.address is None and config.max_wait is None:
-        ray_cluster.check_fits(config.cpus_per_trial, config.gpus_per_trial, None, custom)
+        ray_cluster.check_fits(resources.requests(), None)
     dataset = config.load()
+    resources = replace(resources, n_features=dataset.n_features, n_classes=dataset.n_classes)
     if saved and saved["data_fingerprint"] != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
     created = _prepare_folder(config)
@@ -100,9 +103,7 @@ def run_search(
         try:
             session.enter_context(ray_cluster.ray_session(config.address))
             if config.address is not None and config.max_wait is None:
-                ray_cluster.check_fits(
-                    config.cpus_per_trial, config.gpus_per_trial, config.address, custom
-                )
+                ray_cluster.check_fits(resources.requests(), config.address)
         except UserError:
             for folder in created:  # empty: nothing was written yet
                 folder.rmdir()
@@ -137,12 +138,13 @@ def run_search(
         tracking.log_dataset(parent.uri, parent.parent_run_id, data_input)
         context = TrialContext(parent, faults, {METRIC: 0.0}, tags, data_input)
         train_config = TrainConfig(seed=config.seed, threads=max(1, int(config.cpus_per_trial)))
-        status, models = "FAILED", {}
+        status, models, gpu_unused = "FAILED", {}, []
         try:
             run_on_ray(
                 loop,
                 dataset,
-                Resources(config.workers, config.cpus_per_trial, config.gpus_per_trial, custom),
+                config.workers,
+                resources,
                 context,
                 train_config,
                 config.folder / "ray",
@@ -153,6 +155,7 @@ def run_search(
                 config.max_wait,
             )
             models = _log_models(config, loop, dataset, parent)
+            gpu_unused = _gpu_unused(parent) if resources.asks_gpus else []
             status = "FINISHED"
         except (KeyboardInterrupt, NoNodeCame):  # Ctrl-C, SIGTERM, or --max-wait ran out
             status, loop.interrupted = "KILLED", True
@@ -160,12 +163,23 @@ def run_search(
         finally:
             with interrupts_held():
                 save_state(finished=status == "FINISHED")
-                summary = make_summary(config, loop, parent, time.time() - start, models)
+                wall = time.time() - start
+                summary = make_summary(config, loop, parent, wall, models, gpu_unused)
                 files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
                 tracking.finish_parent(parent, files, status, {"automl.ended": loop.ended})
                 if json_path:
                     write_json(json_path, summary)
     return summary
+
+
+def _gpu_unused(parent: tracking.ParentRun) -> list[int]:
+    """Children that were given a GPU and trained on the CPU: torch on their node sees no
+    CUDA device (a CPU build on a GPU node), so they ran slowly on GPUs paid for."""
+    return [
+        int(run.data.tags[tracking.TRIAL_TAG])
+        for run in tracking.finished_children(parent)
+        if GPUS_TAG in run.data.tags and run.data.tags.get(DEVICE_TAG) == "cpu"
+    ]
 
 
 def _load_space(config: SearchConfig) -> SearchSpace:
@@ -408,7 +422,9 @@ def make_summary(
     parent: tracking.ParentRun,
     wall_seconds: float,
     models: dict[int, str] | None = None,
+    gpu_unused: list[int] | None = None,
 ) -> dict[str, Any]:
+    """The search as JSON; ``gpu_unused``: children Ray gave a GPU that trained on the CPU."""
     best = loop.best()
     finished = [r.to_json() for r in loop.records if r.status == DONE and r.duplicate_of is None]
     return {
@@ -443,6 +459,7 @@ def make_summary(
             for cost in ("n_params", "latency_ms")
         },
         "models": {str(trial): uri for trial, uri in (models or {}).items()},
+        "gpu_unused": sorted(gpu_unused or []),
         "parent_run_id": parent.parent_run_id,
         "experiment_id": parent.experiment_id,
         "tracking_uri": parent.uri,

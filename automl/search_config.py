@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automl.data.prepare import DataOptions
+from automl.placement import ChildResources, parse_rules
 from automl.searchers import SEARCHERS
 from runtime.cli import (
     duration,
@@ -16,12 +17,10 @@ from runtime.cli import (
     non_negative_int,
     option,
     overrides_option,
-    parse_key_values,
     positive_float,
     positive_int,
     retry_count,
 )
-from runtime.errors import UserError
 
 
 def model_count(text: str) -> int | None:
@@ -118,8 +117,10 @@ class SearchConfig(DataOptions):
     trial_resources: list[str] = field(
         default_factory=list,
         metadata=overrides_option(
-            "a custom Ray resource every child needs, e.g. a100=1 for nodes started with "
-            "`ray start --resources '{\"a100\": 1}'` (repeatable)",
+            "a Ray resource every child needs, e.g. a100=1 for nodes started with "
+            "`ray start --resources '{\"a100\": 1}'`, or only some: 'GPU=1 if params >= 2e5', "
+            "'a100=1 if family == cnn' (a child's parameter count or architecture field; "
+            "repeatable, later rules win)",
             "--trial-resource",
         ),
     )
@@ -186,12 +187,8 @@ class SearchConfig(DataOptions):
     def folder(self) -> Path:
         return Path(self.storage).resolve() / self.experiment
 
-    def custom_resources(self) -> dict[str, float]:
-        """``--trial-resource`` as Ray resource amounts; a bad one is a user error."""
-        amounts = parse_key_values(self.trial_resources, "--trial-resource")
-        for name, amount in amounts.items():
-            if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
-                raise UserError(f"--trial-resource {name}={amount}: expected a number > 0")
-            if name.upper() in ("CPU", "GPU"):
-                raise UserError(f"--trial-resource {name}: use --{name.lower()}s-per-trial")
-        return {k: float(v) for k, v in amounts.items()}
+    def child_resources(self) -> ChildResources:
+        """What each child asks Ray for (``--trial-resource`` parsed: a bad one is a user
+        error); the corpus's sizes, for conditions on ``params``, come with the data."""
+        rules = parse_rules(self.trial_resources)
+        return ChildResources(self.cpus_per_trial, self.gpus_per_trial, rules)

@@ -207,12 +207,13 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     tracking.check_reachable(uri)
     tracking.check_experiment(uri, job.experiment)
     ray_cluster.check_address(job.address)
+    need = [(f"--cpus-per-trial {job.cpus_per_trial:g}", {"CPU": job.cpus_per_trial})]
     if job.address is None:
-        ray_cluster.check_fits(job.cpus_per_trial, 0, None)
+        ray_cluster.check_fits(need, None)
     start = time.time()
     with ExitStack() as after_ray, ray_cluster.ray_session(job.address):
         if job.address is not None:
-            ray_cluster.check_fits(job.cpus_per_trial, 0, job.address)
+            ray_cluster.check_fits(need, job.address)
         params = {**base, "algo": job.algo, "seeds": seeds, "workers": job.workers,
                   "population": job.population}  # fmt: skip
         parent = tracking.start_parent(

@@ -65,15 +65,13 @@ def ray_session(address: str | None = None) -> Iterator[str | None]:
         ray.shutdown()
 
 
-def check_fits(
-    cpus: float, gpus: float, address: str | None, custom: dict[str, float] | None = None
-) -> None:
-    """A trial asking for more CPUs or GPUs than any node has would wait forever, without a
-    word from Tune: one line instead. A local Ray (``address`` None) is checked against
-    this machine before it starts; a joined cluster against its live nodes (call after
-    joining). ``custom``: Ray resources by name (``ray start --resources``) a trial needs
-    too. A cluster that adds nodes on demand is refused here: searches take
-    ``--max-wait`` there."""
+def check_fits(requests: list[tuple[str, dict[str, float]]], address: str | None) -> None:
+    """A trial asking for more CPUs, GPUs or custom resources than any node has would wait
+    forever, without a word from Tune: one line instead. ``requests``: every request a
+    trial can make (Ray resource amounts by name), each with the options that make it.
+    A local Ray (``address`` None) is checked against this machine before it starts; a
+    joined cluster against its live nodes (call after joining). A cluster that adds nodes
+    on demand is refused here: searches take ``--max-wait`` there."""
     if address is None:
         import torch
 
@@ -82,14 +80,11 @@ def check_fits(
         import ray
 
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    need = {"CPU": cpus, "GPU": gpus, **(custom or {})}
-    if any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
-        return
-    where = "this machine has" if address is None else "the cluster's nodes have"
-    have = "; ".join(", ".join(f"{n.get(k, 0):g} {k}" for k in need) for n in nodes)
-    asked = f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}"
-    asked += "".join(f" --trial-resource {k}={v:g}" for k, v in (custom or {}).items())
-    raise UserError(f"{asked}: no node can run a trial ({where} {have}); ask for less")
+    for asked, need in requests:
+        if not any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
+            where = "this machine has" if address is None else "the cluster's nodes have"
+            have = "; ".join(", ".join(f"{n.get(k, 0):g} {k}" for k in need) for n in nodes)
+            raise UserError(f"{asked}: no node can run a trial ({where} {have}); ask for less")
 
 
 def _driver_address(address: str | None) -> dict[str, str]:

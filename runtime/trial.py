@@ -27,6 +27,8 @@ ERROR = "error"
 RUN_ID = "mlflow_run_id"
 MEMBERS = "members"  # a group trial's result: its members' results, as JSON
 NODE_TAG = "ray.node_id"  # on the trial's MLflow run: the Ray node it ran on
+RESOURCES_TAG = "ray.resources"  # ... what Ray reserved for it there (JSON, by resource name)
+GPUS_TAG = "ray.gpu_ids"  # ... and which of that node's GPUs it was given (when it asked)
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,20 @@ def _open(
     run = None
     if context.parent:
         close_abandoned(context.parent, key)  # an earlier attempt's run, if its worker died
-        where = {NODE_TAG: ray.get_runtime_context().get_node_id()}  # which machine trained it
-        labels = {**context.tags, **tags, **where, TRIAL_TAG: str(key)}
+        labels = {**context.tags, **tags, **_placement(ray), TRIAL_TAG: str(key)}
         run = ChildRun(context.parent, name, params, labels, context.dataset)
     return Trial(run, context.faults.data_fault(key))
+
+
+def _placement(ray: Any) -> dict[str, str]:
+    """Where the trial runs and on what: its node, the resources Ray reserved for it, and
+    its GPUs (a fraction of a GPU shares the id with the trials beside it)."""
+    runtime = ray.get_runtime_context()
+    where = {NODE_TAG: runtime.get_node_id()}
+    where[RESOURCES_TAG] = json.dumps(runtime.get_assigned_resources(), sort_keys=True)
+    if gpus := runtime.get_accelerator_ids().get("GPU"):
+        where[GPUS_TAG] = ",".join(gpus)
+    return where
 
 
 def _report_failure(context: TrialContext, trial: Trial, error: str, record: bool = True) -> None:

@@ -134,6 +134,24 @@ def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):
         ({"--trial-resource": "a100=1"}, "--trial-resource a100=1: no node can run a trial"),
         ({"--trial-resource": "a100=lots"}, "--trial-resource a100=lots: expected a number"),
         ({"--trial-resource": "GPU=1"}, "--trial-resource GPU: use --gpus-per-trial"),
+        (
+            {"--trial-resource": "GPU=1 if params >= 1e9"},
+            "--trial-resource 'GPU=1 if params >= 1e9': no node can run a trial",
+        ),
+        (
+            {"--trial-resource": "a100=1 if layers.0.width >= 80"},
+            "--trial-resource 'a100=1 if layers.0.width >= 80': no child has a field "
+            "'layers.0.width' (fields: bidirectional, cell, family, params",
+        ),
+        (
+            {"--trial-resource": "a100=1 if params is big"},
+            "expected a condition FIELD OP VALUE, e.g. 'params >= 200000'",
+        ),
+        (
+            {"--trial-resource": "a100=1 if cell >= gru"},
+            "--trial-resource 'a100=1 if cell >= gru': >= compares numbers, got 'gru'",
+        ),
+        ({"--trial-resource": "a100=-1 if params > 0"}, "a100=-1: expected a number >= 0"),
         ({"--retries": "-1"}, "argument --retries: expected an integer from 0 to 10"),
         ({"--retries": "1000"}, "argument --retries: expected an integer from 0 to 10"),
         ({"--max-wait": "soon"}, "argument --max-wait: expected a duration like 90s"),

@@ -1,8 +1,9 @@
 """A real multi-node Ray cluster on this machine: a head and a second node as separate
-processes on 127.0.0.1 (one CPU each, so two children at once must use both; the second
-with a custom resource only it has), an
-`mlflow server` on 127.0.0.1, and `automl search` / `rl train` joining with --address
-from a separate driver process, as users run them on a cluster."""
+processes on 127.0.0.1 (one CPU each, so two children at once must use both; the head
+with one GPU as Ray counts them, which this CPU-only machine's torch cannot use, the
+second with a custom resource only it has), an `mlflow server` on 127.0.0.1, and
+`automl search` / `rl train` joining with --address from a separate driver process, as
+users run them on a cluster."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import free_port, mlflow_server_at
 from mlflow.tracking import MlflowClient
 
-from runtime.trial import NODE_TAG
+from runtime.trial import GPUS_TAG, NODE_TAG, RESOURCES_TAG
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ray (2.59+) authenticates every node and driver with a token; a cluster's machines
@@ -61,22 +63,47 @@ def _wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
     raise AssertionError(f"no {count} nodes:\n{status.stdout}\n{status.stderr[-2000:]}")
 
 
+@dataclass(frozen=True)
+class Cluster:
+    address: str
+    head: str  # node ids
+    special: str
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
+def cluster() -> Iterator[Cluster]:
     port = free_port()
     address = f"127.0.0.1:{port}"
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths
-    nodes = [_ray_node(["--head", "--port", str(port), "--include-dashboard", "false"], temp_dir)]
+    head = ["--head", "--port", str(port), "--include-dashboard", "false", "--num-gpus", "1"]
+    nodes = [_ray_node(head, temp_dir)]
     try:
         _wait_for_nodes(address, 1)
         second = ["--address", address, "--resources", json.dumps({SPECIAL: 1})]
         nodes.append(_ray_node(second, temp_dir))
         _wait_for_nodes(address, 2)
-        yield address
+        yield Cluster(address, **_node_ids(address))
     finally:
         for node in reversed(nodes):
             node.terminate()
             node.wait(timeout=60)
+
+
+def _node_ids(address: str) -> dict[str, str]:
+    """Which node is which, as a driver sees them."""
+    ask = (
+        "import json, sys, ray; ray.init(address=sys.argv[1], _node_ip_address='127.0.0.1', "
+        "log_to_driver=False); print(json.dumps({n['NodeID']: n['Resources'] for n in "
+        "ray.nodes() if n['Alive']}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", ask, address], capture_output=True, text=True, env=_env(),
+        timeout=120,
+    )  # fmt: skip
+    nodes = json.loads(done.stdout.strip().splitlines()[-1])
+    by_role = {("special" if SPECIAL in r else "head"): n for n, r in nodes.items()}
+    assert len(by_role) == 2, nodes
+    return by_role
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +120,24 @@ def _driver(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def _nodes_of_children(uri: str, summary: dict) -> set[str]:
+def _children(uri: str, summary: dict) -> list:
+    """The search's (or training's) child runs, from the server: all FINISHED."""
     client = MlflowClient(uri)
     runs = client.search_runs(
         [summary["experiment_id"]], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'"
     )
     assert runs and all(r.info.status == "FINISHED" for r in runs)
-    return {r.data.tags[NODE_TAG] for r in runs}
+    return runs
+
+
+def _nodes_of_children(uri: str, summary: dict) -> set[str]:
+    return {r.data.tags[NODE_TAG] for r in _children(uri, summary)}
 
 
 def test_a_search_spreads_children_over_both_nodes(tmp_path, cluster, server):
     (tmp_path / "space.yaml").write_text(SPACE)
     done = _driver(
-        ["automl.cli", "search", "--address", cluster, "--tracking-uri", server,
+        ["automl.cli", "search", "--address", cluster.address, "--tracking-uri", server,
          "--data", "digits", "--space", "space.yaml", "--searcher", "random",
          "--trials", "4", "--epochs", "3", "--workers", "2", "--cpus-per-trial", "1",
          "--experiment", "cluster", "--json", "out.json"],
@@ -117,28 +149,64 @@ def test_a_search_spreads_children_over_both_nodes(tmp_path, cluster, server):
     assert len(_nodes_of_children(server, summary)) == 2  # every run reached the server
 
 
-def test_children_needing_a_custom_resource_run_only_where_it_is(tmp_path, cluster, server):
-    """Two children at once could use both nodes (as above), but each needs `special`,
-    which only the second node has: both run there, one after the other. A resource no
-    node has is refused in one line before anything starts."""
+def test_children_needing_a_resource_run_where_it_is_and_the_others_elsewhere(
+    tmp_path, cluster, server
+):
+    """One search whose wider children need `special`, which only the second node has,
+    and whose narrower ones need half a GPU, which only the head has: each child ran on
+    the node its own request sends it to, and its run says what Ray reserved for it. A
+    resource no node has is refused in one line before anything starts."""
     (tmp_path / "space.yaml").write_text(SPACE)
-    search = ["automl.cli", "search", "--address", cluster, "--tracking-uri", server,
+    search = ["automl.cli", "search", "--address", cluster.address, "--tracking-uri", server,
               "--data", "digits", "--space", "space.yaml", "--searcher", "random",
-              "--trials", "2", "--epochs", "1", "--workers", "2", "--cpus-per-trial", "1",
+              "--trials", "5", "--epochs", "1", "--workers", "2", "--cpus-per-trial", "0.5",
               "--experiment", "cluster-special", "--json", "out.json"]  # fmt: skip
-    done = _driver([*search, "--trial-resource", f"{SPECIAL}=1"], tmp_path)
+    rules = [f"{SPECIAL}=1 if layers.0.units >= 24", "GPU=0.5 if layers.0.units < 24"]
+    done = _driver([*search, *(x for r in rules for x in ("--trial-resource", r))], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "out.json").read_text())
-    assert summary["trained"] == 2 and len(_nodes_of_children(server, summary)) == 1
+    assert summary["trained"] == 5
+    wide = 0
+    for run in _children(server, summary):
+        tags = run.data.tags
+        reserved = json.loads(tags[RESOURCES_TAG])
+        if int(run.data.params["layers.0.units"]) >= 24:
+            wide += 1
+            assert tags[NODE_TAG] == cluster.special and reserved == {"CPU": 0.5, SPECIAL: 1}
+        else:
+            assert tags[NODE_TAG] == cluster.head and reserved == {"CPU": 0.5, "GPU": 0.5}
+            assert tags[GPUS_TAG] == "0" and tags["automl.device"] == "cpu"  # no CUDA here
+    assert 0 < wide < 5  # both kinds in the one search (the searcher's seed decides)
     refused = _driver([*search, "--trial-resource", "a100=1"], tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "--trial-resource a100=1: no node can run a trial" in refused.stderr
 
 
+def test_half_a_gpu_each_puts_two_children_on_one_gpu_at_once(tmp_path, cluster, server):
+    """--gpus-per-trial 0.5: two children share the head's one GPU (the same id), both
+    training at the same time."""
+    (tmp_path / "space.yaml").write_text(SPACE)
+    done = _driver(
+        ["automl.cli", "search", "--address", cluster.address, "--tracking-uri", server,
+         "--data", "digits", "--space", "space.yaml", "--searcher", "random",
+         "--trials", "2", "--epochs", "3", "--workers", "2", "--cpus-per-trial", "0.5",
+         "--gpus-per-trial", "0.5", "--experiment", "cluster-gpu", "--json", "out.json"],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 children were given a GPU but trained on the CPU" in done.stdout  # no CUDA here
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert summary["gpu_unused"] == [0, 1]
+    runs = _children(server, summary)
+    assert len(runs) == 2
+    assert {(r.data.tags[NODE_TAG], r.data.tags[GPUS_TAG]) for r in runs} == {(cluster.head, "0")}
+    assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)
+
+
 def test_rl_train_spreads_seeds_over_both_nodes(tmp_path, cluster, server):
     small = ["learning_starts=200", "eval_every=500", "eval_episodes=2", "hidden=[16]"]
     done = _driver(
-        ["rl.cli", "train", "--address", cluster, "--tracking-uri", server,
+        ["rl.cli", "train", "--address", cluster.address, "--tracking-uri", server,
          "--env", "CartPole-v1", "--steps", "1000", "--seeds", "2", "--workers", "2",
          "--experiment", "cluster-rl", "--json", "out.json",
          *(x for s in small for x in ("--set", s))],

@@ -1,8 +1,12 @@
-"""The cluster launcher configs in cluster/: valid against the schema shipped inside the
-installed `ray` package, and set up the way a search on them needs."""
+"""The cluster configs in cluster/: the launcher configs valid against the schema shipped
+inside the installed `ray` package, the KubeRay manifest against Kubernetes' own schemas
+(kubernetes-validate) and KubeRay's fields (cluster/schema/kuberay-v1.json), and all set up
+the way a search on them needs."""
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
 
@@ -114,3 +118,92 @@ def test_the_rayjob_runs_a_search_the_command_accepts_on_that_cluster():
     args = build_parser().parse_args(argv)
     assert args.address == "auto" and args.max_wait is not None
     assert args.storage.startswith("/data/") and args.data.startswith("compare:/data/")
+
+
+KUBERNETES = "1.33"  # the oldest Kubernetes minor the manifest is checked against
+KUBERAY_SCHEMA = json.loads((CLUSTER / "schema" / "kuberay-v1.json").read_text())
+
+
+def _manifest() -> list[dict]:
+    return list(yaml.safe_load_all((CLUSTER / "kuberay-cluster.yaml").read_text()))
+
+
+def _pod_templates(doc: dict) -> list[dict]:
+    spec = doc["spec"]
+    ray_cluster = spec.get("rayClusterSpec", spec) if doc["kind"] == "RayJob" else spec
+    groups = [ray_cluster.get("headGroupSpec"), *ray_cluster.get("workerGroupSpecs", [])]
+    templates = [g["template"] for g in groups if g]
+    return templates + ([spec["submitterPodTemplate"]] if "submitterPodTemplate" in spec else [])
+
+
+def _check(doc: dict) -> None:
+    """Kubernetes' own objects against Kubernetes' schemas (strict: unknown fields fail);
+    KubeRay's against cluster/schema/kuberay-v1.json, their pod templates against
+    Kubernetes' PodTemplate schema."""
+    import jsonschema
+    import kubernetes_validate
+
+    if not doc["apiVersion"].startswith("ray.io/"):
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+        return
+    jsonschema.Draft202012Validator(KUBERAY_SCHEMA).validate(doc)
+    for template in _pod_templates(doc):
+        wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}}
+        kubernetes_validate.validate({**wrapped, "template": template}, KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize(
+    "kind", ["PersistentVolumeClaim", "Deployment", "Service", "RayCluster", "RayJob"]
+)
+def test_kuberay_manifest_passes_the_kubernetes_and_kuberay_schemas(kind):
+    docs = [d for d in _manifest() if d["kind"] == kind]
+    assert docs
+    for doc in docs:
+        _check(doc)
+
+
+def _set(doc: dict, path: str, value) -> dict:
+    """A copy of ``doc`` with the field at ``path`` (dots; list indices) set."""
+    doc = copy.deepcopy(doc)
+    *parents, last = path.split(".")
+    node = doc
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    node[last] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value"),
+    [
+        ("RayCluster", "spec.workerGroupSpecs.0.minReplica", 0),  # misspelt KubeRay field
+        ("RayCluster", "spec.headGroupSpec.rayStartParams.num-cpus", 0),  # must be a string
+        ("RayCluster", "spec.headGroupSpec.serviceType", "Internal"),
+        ("RayCluster", "spec.workerGroupSpecs.0.template.spec.containers.0.imagee", "x"),
+        ("RayCluster", "spec.headGroupSpec.template.spec.volumes.0.persistentVolume", {}),
+        ("RayJob", "spec.submissionMode", "Batch"),
+        ("RayJob", "spec.rayClusterSpec", {"headGroupSpec": {"template": {"spec": {}}}}),
+        ("Deployment", "spec.template.spec.containers.0.args", "--port=5000"),
+        ("Service", "spec.ports.0.prot", 5000),
+    ],
+)
+def test_the_schemas_refuse_what_the_cluster_would_refuse(kind, path, value):
+    """The checks above can fail: one wrong field each, as users get them wrong."""
+    import jsonschema
+    import kubernetes_validate
+
+    doc = next(d for d in _manifest() if d["kind"] == kind)
+    with pytest.raises((jsonschema.ValidationError, kubernetes_validate.ValidationError)):
+        _check(_set(doc, path, value))
+
+
+def test_the_kuberay_cluster_runs_the_images_ray_and_scales_gpu_workers_from_zero():
+    docs = {d["kind"]: d for d in _manifest()}
+    spec = docs["RayCluster"]["spec"]
+    base = re.search(r"^FROM rayproject/ray:([\d.]+)-", (CLUSTER / "Dockerfile").read_text(), re.M)
+    assert base and spec["rayVersion"] == base.group(1)  # KubeRay starts the image's Ray
+    (gpu,) = spec["workerGroupSpecs"]
+    assert gpu["minReplicas"] == gpu["replicas"] == 0 < gpu["maxReplicas"]
+    assert spec["enableInTreeAutoscaling"] is True
+    limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"

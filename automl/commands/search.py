@@ -40,6 +40,13 @@ def run(args: argparse.Namespace) -> int:
             f"that were already trained, so the search stopped after {summary['trained']} of "
             f"{config.trials} children"
         )
+    if summary["gpu_unused"]:
+        console.print(
+            f"{len(summary['gpu_unused'])} children were given a GPU but trained on the CPU: "
+            "torch on their node sees no CUDA device (a CPU build of torch on a GPU node?); "
+            "their runs' tags ray.gpu_ids and automl.device say which",
+            soft_wrap=True,
+        )
     best = summary["best"]
     if best:
         reward = f"best reward {best['reward']:.4f}, " if summary["objective"] != "uar" else "best "
