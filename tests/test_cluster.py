@@ -184,12 +184,12 @@ def test_children_needing_a_resource_run_where_it_is_and_the_others_elsewhere(
 
 def test_half_a_gpu_each_puts_two_children_on_one_gpu_at_once(tmp_path, cluster, server):
     """--gpus-per-trial 0.5: two children share the head's one GPU (the same id), both
-    training at the same time."""
+    training at the same time (long enough to overlap on a loaded machine)."""
     (tmp_path / "space.yaml").write_text(SPACE)
     done = _driver(
         ["automl.cli", "search", "--address", cluster.address, "--tracking-uri", server,
          "--data", "digits", "--space", "space.yaml", "--searcher", "random",
-         "--trials", "2", "--epochs", "3", "--workers", "2", "--cpus-per-trial", "0.5",
+         "--trials", "2", "--epochs", "20", "--workers", "2", "--cpus-per-trial", "0.5",
          "--gpus-per-trial", "0.5", "--experiment", "cluster-gpu", "--json", "out.json"],
         tmp_path,
     )  # fmt: skip
