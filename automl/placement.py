@@ -13,8 +13,8 @@ field of its architecture, named as on its MLflow run (``layers.count``,
 ``layers.0.units``, ``hparams.batch_size``, ``cell``), with ``>= <= > < == !=``. Rules
 apply in the order given; a later rule's amount replaces an earlier one's, so
 ``'GPU=0 if params < 50000'`` keeps small children off the GPUs ``--gpus-per-trial``
-gives the rest. Ray resource names are case-sensitive: ``CPU`` and ``GPU`` are Ray's
-own, anything else a node's ``ray start --resources``.
+gives the rest. ``CPU`` and ``GPU`` (in any case) are Ray's own resources; any other
+name is a node's ``ray start --resources`` (case-sensitive, as Ray's).
 """
 
 from __future__ import annotations
@@ -156,8 +156,10 @@ def _parse(item: str) -> Rule:
     if amount is None or amount < 0 or (when is None and amount == 0):
         least = "a number >= 0" if when else "a number > 0"
         raise UserError(f"{OPTION} {name}={text}: expected {least}")
-    if when is None and name.upper() in ("CPU", "GPU"):
-        raise UserError(f"{OPTION} {name}: use --{name.lower()}s-per-trial")
+    if name.upper() in ("CPU", "GPU"):
+        if when is None:
+            raise UserError(f"{OPTION} {name}: use --{name.lower()}s-per-trial")
+        name = name.upper()  # Ray's own; any other name is a node's custom resource
     return Rule(item.strip(), name, amount, when)
 
 

@@ -46,13 +46,14 @@ def test_conditions_on_architecture_fields_and_later_rules_win():
         "big=1 if layers.count >= 2",
         "GPU=0 if hparams.batch_size == 16",  # keeps these off --gpus-per-trial's GPU
         "fast=1 if bidirectional == true",  # booleans as users write them
+        "cpu=2 if layers.count >= 3",  # Ray's own CPU, whatever the case
         "deep=1 if layers.2.units > 0",  # a child without that layer: false, not an error
         gpus=1,
     )
     one = _child([40, 0, 0], batch_size=16)
     assert resources.for_child(one) == {"CPU": 1}
     three = _child([40, 80, 120], bidirectional=True, batch_size=32)
-    assert resources.for_child(three) == {"CPU": 1, "GPU": 1, "big": 1, "fast": 1, "deep": 1}
+    assert resources.for_child(three) == {"CPU": 2, "GPU": 1, "big": 1, "fast": 1, "deep": 1}
 
 
 def test_every_request_a_child_can_make_is_listed_with_the_options_that_make_it():
