@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from automl.child.trainer import TrainConfig, train_child
 from automl.data.prepare import load_dataset
-from automl.train import TrainConfig, train_child
 from runtime.files import write_json
 
 NETS = {

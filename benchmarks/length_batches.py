@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-import automl.recipe
+import automl.child.recipe
+from automl.child.trainer import TrainConfig, train_child
 from automl.data.prepare import load_dataset
-from automl.train import TrainConfig, train_child
 from runtime.files import write_json
 
 NETS = {
@@ -32,14 +32,15 @@ SIDES = {"length pools": 16, "plain shuffle": 1}
 
 def padding_share(lengths: torch.Tensor, pool_batches: int, batch_size: int = 32) -> float:
     """Share of (utterance, step) cells that are padding, over one epoch's batches."""
-    automl.recipe.POOL_BATCHES = pool_batches
-    batches = automl.recipe.length_batches(lengths, batch_size, torch.Generator().manual_seed(0))
+    automl.child.recipe.POOL_BATCHES = pool_batches
+    generator = torch.Generator().manual_seed(0)
+    batches = automl.child.recipe.length_batches(lengths, batch_size, generator)
     padded = sum(len(b) * int(lengths[b].max()) for b in batches)
     return 1 - int(lengths.sum()) / padded
 
 
 def seconds_per_epoch(layers: list[dict], pool_batches: int, epochs: int, dataset) -> float:
-    automl.recipe.POOL_BATCHES = pool_batches
+    automl.child.recipe.POOL_BATCHES = pool_batches
     arch = {"family": "rnn", "cell": "gru", "layers": layers, "epochs": epochs, "patience": 0}
     result = train_child(arch, dataset, TrainConfig(seed=0, threads=1))
     return result.train_seconds / len(result.history)

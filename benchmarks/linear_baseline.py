@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from automl.child.metrics import uar
 from automl.data.dataset import Split
 from automl.data.prepare import load_dataset
-from automl.metrics import uar
 
 
 def statistics(split: Split) -> np.ndarray:

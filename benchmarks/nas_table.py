@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from automl.children import arch_key, normalize
-from automl.children.arch import HPARAM_DEFAULTS
-from automl.space import SearchSpace, load_space
+from automl.child import arch_key, normalize
+from automl.child.arch import HPARAM_DEFAULTS
+from automl.search.space import SearchSpace, load_space
 from runtime.files import write_json
 
 
@@ -50,8 +50,8 @@ def _train(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
     """In a worker process: train one (architecture, seed), score it on dev and test."""
     import torch
 
+    from automl.child.trainer import TrainConfig, split_uar, train_child
     from automl.data.prepare import load_dataset
-    from automl.train import TrainConfig, split_uar, train_child
 
     data_name, key, arch, seed = job
     if data_name not in _DATA:
@@ -96,7 +96,7 @@ def build(args: argparse.Namespace) -> None:
 def export_env(args: argparse.Namespace) -> None:
     """The table as ``rl``'s ArchitectureSearch-v0 reads it: every assignment of the space's
     decisions (skipped ones 0) -> the child's mean dev UAR, so ``rl train`` can learn on it."""
-    from automl.searchers.episodes import architecture_env
+    from automl.search.searchers.episodes import architecture_env
 
     raw = _read(args.table)
     space = load_space(raw["space"])

@@ -13,7 +13,13 @@ Aggregate env steps/s = 8 x steps / wall seconds of the whole variant (evaluatio
 included, the same for all). For ours, every seed's returned policy is scored on fresh
 episodes (solved: >= 475). Needs the benchmark-only extra: pip install -e '.[bench]'.
 
-    python benchmarks/rl_population.py [--steps 50000] [--seeds 8]
+Then the time split of one population of 8 (one more run, in this process, 2 threads):
+where its seconds go, per 1,000 aggregate env steps, measured by wrapping the pieces
+(environment steps, replay: adding, sampling, stacking; acting; the gradient step's
+forward and backward, its per-member clipping, Adam; evaluation; the rest is the loop's
+own Python).
+
+    python benchmarks/rl_population.py [--steps 50000] [--seeds 8] [--split-only]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import json
 import multiprocessing
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,10 +44,9 @@ def ours_single(seed: int, steps: int) -> list[dict[str, Any]]:
 
 
 def ours_population(seeds: list[int], steps: int, threads: int) -> list[dict[str, Any]]:
-    from rl import population
-    from rl.dqn import DQNConfig
+    from rl.dqn import DQNConfig, train_population
 
-    results = population.train(DQNConfig(total_steps=steps, threads=threads), seeds)
+    results = train_population(DQNConfig(total_steps=steps, threads=threads), seeds)
     pairs = zip(seeds, results, strict=True)
     return [{"seed": s, "returned_fresh": r.returned_fresh_return} for s, r in pairs]
 
@@ -50,6 +56,54 @@ def sb3_single(seed: int, steps: int) -> list[dict[str, Any]]:
 
     result = run_sb3(seed, steps)
     return [{"seed": seed, "best_eval": result["best_eval"]}]
+
+
+def time_split(seeds: list[int], steps: int) -> dict[str, float]:
+    """Seconds per 1,000 aggregate env steps of one population, by piece of the loop."""
+    import torch
+
+    from rl import buffers, dqn
+
+    clock: dict[str, float] = defaultdict(float)
+
+    def timed(name: str, function: Callable) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                clock[name] += time.perf_counter() - started
+
+        return wrapper
+
+    make_envs, greedy = dqn.make_envs, dqn.QNetwork.greedy_numpy
+
+    def timed_envs(*args: Any) -> Any:
+        envs = make_envs(*args)
+        envs.step = timed("environment", envs.step)
+        return envs
+
+    def timed_greedy(self: Any, k: int | None = None) -> Callable:
+        act = greedy(self, k)
+        return act if k is not None else timed("acting", act)  # k: inside evaluation
+
+    dqn.make_envs, dqn.QNetwork.greedy_numpy = timed_envs, timed_greedy
+    dqn.evaluate = timed("evaluation", dqn.evaluate)
+    dqn.gradient_step = timed("gradient step", dqn.gradient_step)
+    dqn.clip_per_member = timed("clipping", dqn.clip_per_member)
+    dqn.stack = timed("replay", dqn.stack)
+    torch.optim.Adam.step = timed("optimizer", torch.optim.Adam.step)
+    for name in ("add", "sample_many"):
+        setattr(buffers.ReplayBuffer, name, timed("replay", getattr(buffers.ReplayBuffer, name)))
+    started = time.perf_counter()
+    dqn.train_population(dqn.DQNConfig(total_steps=steps, threads=2), seeds)
+    total = time.perf_counter() - started
+    clock["forward and backward"] = clock.pop("gradient step") - clock["clipping"] - clock[
+        "optimizer"
+    ]
+    clock["loop (Python)"] = total - sum(clock.values())
+    per = 1000 / (len(seeds) * steps)
+    return {"total": total * per, **{name: s * per for name, s in clock.items()}}
 
 
 def _call(job: tuple[Callable[..., list[dict]], tuple]) -> list[dict[str, Any]]:
@@ -69,6 +123,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rl_population.json"))
+    parser.add_argument("--split-only", action="store_true", help="only the time split")
     args = parser.parse_args()
     seeds, steps, half = list(range(args.seeds)), args.steps, args.seeds // 2
     variants = {
@@ -82,7 +137,7 @@ def main() -> None:
             ([(sb3_single, (s, steps)) for s in seeds], 2),
     }  # fmt: skip
     table = []
-    for name, (jobs, processes) in variants.items():
+    for name, (jobs, processes) in ({} if args.split_only else variants).items():
         seconds, rows = run_variant(jobs, processes)
         solved = [r for r in rows if r.get("returned_fresh", 0) >= SOLVED]
         table.append({"variant": name, "wall_seconds": seconds,
@@ -91,17 +146,22 @@ def main() -> None:
                       "seeds": rows})  # fmt: skip
         print(f"{name}: {seconds:.0f} s, {table[-1]['aggregate_steps_per_second']:.0f} steps/s",
               flush=True)  # fmt: skip
-    sb3 = table[-1]["aggregate_steps_per_second"]
+    sb3 = table[-1]["aggregate_steps_per_second"] if table else float("nan")
     print(f"\n{'variant':58} {'steps/s':>8} {'vs SB3':>7} {'returned policy solves':>22}")
     for row in table:
         row["vs_sb3"] = row["aggregate_steps_per_second"] / sb3
         solved = "" if row["returned_solved"] is None else f"{row['returned_solved']}/{len(seeds)}"
         print(f"{row['variant']:58} {row['aggregate_steps_per_second']:8.0f} "
               f"{row['vs_sb3']:6.2f}x {solved:>22}")  # fmt: skip
+    split = time_split(seeds, steps)
+    print(f"\ntime split of one population of {len(seeds)}, ms per 1,000 aggregate env steps:")
+    for name, ms in sorted(split.items(), key=lambda item: -item[1]):
+        print(f"  {name:24} {1000 * ms:8.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": "rl_population", "env": "CartPole-v1", "steps": steps,
                "command": f"python benchmarks/rl_population.py --steps {steps} --seeds "
-                          f"{args.seeds}", "rows": table}  # fmt: skip
+                          f"{args.seeds}", "rows": table,
+               "split_seconds_per_1000_steps": split}  # fmt: skip
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"written to {args.out}")
 

@@ -57,7 +57,7 @@ class PeakMemory:
 
 
 def measure(workers: int, children: int, epochs: int, folder: Path) -> dict:
-    from automl.runner import SearchConfig, run_search  # imports Ray: after prepare()
+    from automl.search.run import SearchConfig, run_search  # imports Ray: after prepare()
 
     config = SearchConfig(
         data="synth-cry",

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from automl.child.trainer import TrainConfig, train_child
 from automl.data.prepare import load_dataset
-from automl.train import TrainConfig, train_child
 from runtime import ray_cluster
 
 
@@ -52,8 +52,8 @@ def write_space(folder: Path) -> Path:
 
 def planned_architectures(space: Path, children: int) -> list[dict]:
     """The children a seed-0 random search of ``children`` trials will train, in order."""
-    from automl.searchers import make_searcher
-    from automl.space import load_space
+    from automl.search.searchers import make_searcher
+    from automl.search.space import load_space
 
     loaded = load_space(str(space))
     searcher = make_searcher("random", loaded, 0)
@@ -62,7 +62,7 @@ def planned_architectures(space: Path, children: int) -> list[dict]:
 
 def search(space: Path, folder: Path, children: int, epochs: int, workers: int, name: str) -> dict:
     """One search as a user starts it: its own new tracking database and storage folder."""
-    from automl.runner import SearchConfig, run_search  # imports Ray: after prepare()
+    from automl.search.run import SearchConfig, run_search  # imports Ray: after prepare()
 
     config = SearchConfig(
         data="synth-cry",

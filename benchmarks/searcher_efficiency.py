@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from nas_table import Table
 
-from automl.children import arch_key
-from automl.search import SearchLoop
-from automl.searchers import SEARCHERS, make_searcher
-from automl.space import load_space
+from automl.child import arch_key
+from automl.search.ledger import SearchLoop
+from automl.search.searchers import SEARCHERS, make_searcher
+from automl.search.space import load_space
 from runtime.files import write_json
 
 _TABLES: dict[str, tuple[Table, Any]] = {}

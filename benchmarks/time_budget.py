@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from automl.data.prepare import load_dataset
-from automl.search_config import SearchConfig
+from automl.search.config import SearchConfig
 from runtime import ray_cluster
 from runtime.cli import duration
 from runtime.files import write_json
@@ -57,7 +57,7 @@ def write_space(folder: Path, recipe: dict[str, Any]) -> Path:
 
 def search(arm: str, seed: int, budget: float, folder: Path) -> dict[str, Any]:
     """One search as a user starts it: new tracking database and storage folder."""
-    from automl.runner import run_search  # imports Ray
+    from automl.search.run import run_search  # imports Ray
 
     recipe, early_stop = ARMS[arm]
     folder.mkdir(parents=True)

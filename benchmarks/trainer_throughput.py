@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from automl.children import build_model, normalize
+from automl.child import build_model, normalize
+from automl.child.trainer import Padded, TrainConfig, train_child
 from automl.data.prepare import load_dataset
-from automl.train import Padded, TrainConfig, train_child
 
 ARCHS = {
     "gru-tanh (fused)": {

@@ -32,7 +32,7 @@ class Batch:
 
 
 class ReplayBuffer:
-    ARRAYS = ("obs", "next_obs", "actions", "rewards", "terminated", "done")
+    ARRAYS = ("obs", "next_obs", "actions", "rewards", "terminated", "done", "valid")
 
     def __init__(
         self,
@@ -52,6 +52,7 @@ class ReplayBuffer:
         self.rewards = np.zeros(shape, np.float32)
         self.terminated = np.zeros(shape, bool)
         self.done = np.zeros(shape, bool)  # terminated or truncated
+        self.valid = np.ones(shape, bool)  # False: an environment's reset step, never sampled
         self.pos, self.full = 0, False
         self.rng = np.random.default_rng(seed)
 
@@ -66,11 +67,16 @@ class ReplayBuffer:
         rewards: np.ndarray,
         terminated: np.ndarray,
         truncated: np.ndarray,
+        valid: np.ndarray | bool = True,
     ) -> None:
+        """One vector step. ``valid`` False marks the copies that this step only reset
+        (the step after an episode ended, in Gymnasium's next-step autoreset): their row
+        is kept, so rows stay vector steps, but never sampled."""
         p = self.pos
         self.obs[p], self.next_obs[p], self.actions[p] = obs, next_obs, actions
         self.rewards[p], self.terminated[p] = rewards, terminated
         self.done[p] = np.logical_or(terminated, truncated)
+        self.valid[p] = valid
         self.pos = (p + 1) % self.capacity
         self.full = self.full or self.pos == 0
 
@@ -97,6 +103,9 @@ class ReplayBuffer:
     def sample(self, batch_size: int) -> Batch:
         rows = self._row_ids(self.rng.integers(self.ready_rows(), size=batch_size))
         envs = self.rng.integers(self.num_envs, size=batch_size)
+        while (bad := ~self.valid[rows, envs]).any():  # reset steps (about 1 in an episode)
+            rows[bad] = self._row_ids(self.rng.integers(self.ready_rows(), size=bad.sum()))
+            envs[bad] = self.rng.integers(self.num_envs, size=bad.sum())
         return self._gather(rows, envs, np.ones(batch_size, np.float32))
 
     def _gather(self, rows: np.ndarray, envs: np.ndarray, weights: np.ndarray) -> Batch:
@@ -185,7 +194,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         row = self.pos
         super().add(*args, **kwargs)
         flat = row * self.num_envs + np.arange(self.num_envs)
-        self.tree.update(flat, np.full(self.num_envs, self.max_priority**self.alpha))
+        self.tree.update(flat, np.where(self.valid[row], self.max_priority**self.alpha, 0.0))
 
     def sample(self, batch_size: int, beta: float = 0.4) -> Batch:
         incomplete = self._row_ids(

@@ -1,28 +1,46 @@
-"""DQN for any Gymnasium environment with a discrete action space, in one file.
+"""DQN for any Gymnasium environment with a discrete action space: one seed, or a population
+of K seeds trained together in one process, by one loop.
 
 Double DQN, dueling heads, n-step returns, Huber loss, gradient clipping, hard or Polyak
 target updates, a linear epsilon schedule, optional prioritized replay, and Gymnasium
-vector environments. Read :func:`train` top to bottom: it is the algorithm.
+vector environments. Read :func:`train_population` top to bottom: it is the algorithm.
+
+Why one loop for K members: a gradient step on CartPole-sized networks spends much of its
+time outside the arithmetic (dispatch, autograd, optimizer bookkeeping). The K Q-networks
+are stacked (:class:`QNetwork`, weights ``[K, in, out]``) and run in batched products, one
+loss sums the members' losses (each member's gradient is its own) and one fused Adam steps
+them all (Adam is elementwise: K independent Adams). A single seed is the population of
+one (:func:`train`), so both get every feature: checkpoints, exact resume, ``best.pt``.
+
+What a member does on its own stays its own: replay buffer, exploration stream, gradient
+clipping by its own norm, evaluations, best policy, checkpoint folder, metrics callback and
+result. Its environments are copies in one vector environment; where the environment has
+a vectorised implementation of Gymnasium's own (CartPole: every copy stepped in one NumPy
+call) that is used (``vector_env="auto"``), and its copies share one random stream, so a
+member's episodes depend on the whole population's seeds; ``vector_env="sync"`` steps
+each copy as its own seeded environment, so a member's episodes depend on its seed alone.
 
 The returned policy is the best-evaluated network (as stable-baselines3's
 ``EvalCallback`` keeps ``best_model``): DQN's greedy policy often peaks and then degrades
-while training goes on. It is written to ``best.pt`` beside the checkpoints and scored
-again on fresh episodes at the end, since it was selected on the periodic evaluations.
+while training goes on. It is written to ``best.pt`` and scored again on fresh episodes at
+the end, since it was selected on the periodic evaluations.
 
-Checkpoints: when a run writes them (``checkpoint_dir``), every ``checkpoint_every`` env
-steps a training *segment* ends. The state (networks, optimizer, replay buffer and its
-position, step counters, random streams, the best network) is saved, and every
-environment is reset with a seed derived from the run's seed and the step, so a run
-resumed from a checkpoint continues exactly as the uninterrupted run would have. The
-cost is one truncated episode per environment and segment; a run without checkpoints
-resets its environments only when it starts.
+Checkpoints: when a run writes them, every ``checkpoint_every`` env steps a training
+*segment* ends. Each member's state (its slice of the networks and of Adam's moments, its
+replay buffer, random stream, counters, best network) is saved in its own folder, and
+every environment is reset with a seed fixed by the seeds and the step, so a run resumed
+from a checkpoint continues exactly as the uninterrupted run would have. The cost is one
+truncated episode per environment and segment; a run without checkpoints resets its
+environments only when it starts.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +55,9 @@ from rl.common import (
     EvalTracker,
     Metrics,
     RunResult,
+    checkpoint_path,
     encode_obs,
     evaluate,
-    latest_checkpoint,
     linear_schedule,
     obs_size,
     save_best,
@@ -55,9 +73,10 @@ class DQNConfig:
 
     env_id: str = "CartPole-v1"
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
-    total_steps: int = 50_000
+    total_steps: int = 50_000  # env steps per member
     seed: int = 0
-    num_envs: int = 1
+    num_envs: int = 1  # per member
+    vector_env: str = "auto"  # "auto": the env's own vectorised implementation if any; "sync"
     learning_rate: float = 2.3e-3
     buffer_size: int = 100_000
     batch_size: int = 64
@@ -83,49 +102,79 @@ class DQNConfig:
     checkpoint_every: int = 10_000
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        if self.vector_env not in ("auto", "sync"):
+            raise ValueError(f"vector_env must be 'auto' or 'sync', not {self.vector_env!r}")
+
 
 class QNetwork(nn.Module):
-    """MLP trunk; a dueling head splits it into a state value and action advantages."""
+    """K ReLU-MLP Q-networks of one shape, stacked: ``forward`` maps observations
+    ``[K, batch, obs]`` to Q-values ``[K, batch, actions]``.
 
-    def __init__(self, n_obs: int, n_actions: int, hidden: list[int], dueling: bool) -> None:
+    Weights are ``[K, in, out]`` (batched products without a transposed operand). The
+    dueling head is one product whose last column is the state value, the others the
+    action advantages. Member k is initialised as ``nn.Linear`` initialises a layer, from a
+    generator seeded by ``seeds[k]``: its starting weights are its seed's, whoever it
+    trains beside."""
+
+    def __init__(
+        self, n_obs: int, n_actions: int, hidden: list[int], dueling: bool, seeds: Sequence[int]
+    ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for units in hidden:
-            layers += [nn.Linear(n_obs, units), nn.ReLU()]
-            n_obs = units
-        self.trunk = nn.Sequential(*layers)
-        self.advantage = nn.Linear(n_obs, n_actions)
-        self.value = nn.Linear(n_obs, 1) if dueling else None
+        self.n_actions, self.dueling = n_actions, dueling
+        widths = [n_obs, *hidden, n_actions + int(dueling)]
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+        def uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
+            bound = 1 / math.sqrt(fan_in)
+            draws = [torch.rand(shape, generator=g) * 2 * bound - bound for g in generators]
+            return nn.Parameter(torch.stack(draws))
+
+        layers = list(pairwise(widths))
+        self.weights = nn.ParameterList(uniform((i, o), i) for i, o in layers)
+        self.biases = nn.ParameterList(uniform((1, o), i) for i, o in layers)
+
+    @property
+    def members(self) -> int:
+        return self.weights[0].shape[0]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(obs)
-        a = self.advantage(h)
-        if self.value is None:
-            return a
-        return self.value(h) + a - a.mean(dim=1, keepdim=True)
-
-    def greedy_numpy(self) -> Callable[[np.ndarray], np.ndarray]:
-        """A numpy copy for acting, where a torch call per env step would cost more than the
-        step itself. Refresh it whenever the weights change. With a dueling head the greedy
-        action is the advantage's argmax, so the value stream is not needed."""
-        linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.advantage]
-        return numpy_policy(
-            [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears]
-        )
-
-
-def numpy_policy(
-    weights: list[tuple[np.ndarray, np.ndarray]],
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Greedy actions of a ReLU MLP given as (weight [in, out], bias) per layer."""
-
-    def act(obs: np.ndarray) -> np.ndarray:
         h = obs
-        for w, b in weights[:-1]:
-            h = np.maximum(h @ w + b, 0.0)
-        return (h @ weights[-1][0] + weights[-1][1]).argmax(axis=-1)
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            h = torch.relu(torch.baddbmm(b, h, w))
+        out = torch.baddbmm(self.biases[-1], h, self.weights[-1])
+        if not self.dueling:
+            return out
+        advantage, value = out[..., :-1], out[..., -1:]
+        return value + advantage - advantage.mean(dim=2, keepdim=True)
 
-    return act
+    def member(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k`` as a population of one's state dict (``best.pt``, checkpoints)."""
+        return {name: t[k : k + 1].detach().clone() for name, t in self.state_dict().items()}
+
+    def greedy_numpy(self, k: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """A numpy copy for acting, where torch calls per env step would cost more than the
+        step itself: observations ``[K, n, obs]`` to greedy actions ``[K, n]`` (member ``k``
+        alone: ``[1, n, obs]`` to ``[1, n]``). Refresh it whenever the weights change. The
+        value column does not change the argmax."""
+        pick = slice(None) if k is None else slice(k, k + 1)
+        weights = [w[pick].detach().numpy().copy() for w in self.weights]
+        biases = [b[pick].detach().numpy().copy() for b in self.biases]
+        weights[-1] = weights[-1][..., : self.n_actions]
+        biases[-1] = biases[-1][..., : self.n_actions]
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            h = obs
+            for w, b in zip(weights[:-1], biases[:-1], strict=True):
+                h = np.maximum(h @ w + b, 0.0)
+            return (h @ weights[-1] + biases[-1]).argmax(axis=-1)
+
+        return act
+
+
+def stack_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Members' state dicts (each a population of one) as one population's."""
+    return {name: torch.cat([s[name] for s in states]) for name in states[0]}
 
 
 def check_env(config: DQNConfig) -> None:
@@ -138,14 +187,25 @@ def check_env(config: DQNConfig) -> None:
         )
 
 
-def make_envs(config: DQNConfig) -> gym.vector.VectorEnv:
+def make_envs(config: DQNConfig, copies: int) -> gym.vector.VectorEnv:
+    """``copies`` environments in one vector env, reset the step after an episode ends
+    (Gymnasium's default, and the only mode its own vectorised environments have)."""
+    own = config.vector_env == "auto" and gym.spec(config.env_id).vector_entry_point
     return gym.make_vec(
         config.env_id,
-        num_envs=config.num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        num_envs=copies,
+        vectorization_mode="vector_entry_point" if own else "sync",
         **config.env_kwargs,
     )
+
+
+def reset_seeds(envs: gym.vector.VectorEnv, seeds: Sequence[int], step: int, n: int) -> Any:
+    """Reset seeds of a segment starting at ``step``, fixed by the members' seeds: one per
+    copy for synchronous envs (a member's copies follow its seed alone), one for the
+    whole vectorised env (its copies share one random stream)."""
+    if isinstance(envs, gym.vector.SyncVectorEnv):
+        return [segment_seed(s, step, i) for s in seeds for i in range(n)]
+    return int(np.random.SeedSequence([*seeds, step]).generate_state(1)[0])
 
 
 def set_up_torch(threads: int) -> None:
@@ -156,10 +216,19 @@ def set_up_torch(threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
-def build_network(config: DQNConfig, env: gym.Env | gym.vector.VectorEnv) -> QNetwork:
+def build_network(config: DQNConfig, env: gym.Env, seeds: Sequence[int]) -> QNetwork:
     obs_space = getattr(env, "single_observation_space", env.observation_space)
     act_space = getattr(env, "single_action_space", env.action_space)
-    return QNetwork(obs_size(obs_space), int(act_space.n), config.hidden, config.dueling)
+    return QNetwork(obs_size(obs_space), int(act_space.n), config.hidden, config.dueling, seeds)
+
+
+def make_buffer(config: DQNConfig, n_obs: int, seed: int) -> ReplayBuffer:
+    extra = {"alpha": config.per_alpha} if config.prioritized else {}
+    buffer_cls = PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
+    return buffer_cls(
+        config.buffer_size, config.num_envs, (n_obs,), n_step=config.n_step,
+        gamma=config.gamma, seed=seed, **extra,
+    )  # fmt: skip
 
 
 def train(
@@ -168,161 +237,160 @@ def train(
     resume: bool = False,
     on_metrics: Metrics | None = None,
 ) -> RunResult:
+    """One seed (``config.seed``): the population of one."""
+    logs = [on_metrics] if on_metrics else None
+    return train_population(config, [config.seed], [checkpoint_dir], resume, logs)[0]
+
+
+def train_population(
+    config: DQNConfig,
+    seeds: Sequence[int],
+    folders: Sequence[Path | None] | None = None,
+    resume: bool = False,
+    on_metrics: Sequence[Metrics] | None = None,
+) -> list[RunResult]:
+    """Train one member per seed (``config.seed`` is ignored); ``folders[k]`` receives
+    member k's checkpoints and ``best.pt``, ``on_metrics[k]`` its metrics."""
+    K, n = len(seeds), config.num_envs
+    folders = list(folders or [None] * K)
+    logs = list(on_metrics or [lambda metrics, step: None] * K)
+    checkpoints = all(folders)
     set_up_torch(config.threads)
-    torch.manual_seed(config.seed)
-    envs = make_envs(config)
-    obs_space = envs.single_observation_space
-    q = build_network(config, envs)
-    target = build_network(config, envs)
+    envs = make_envs(config, K * n)
+    obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
+    n_obs = obs_size(obs_space)
+    q = build_network(config, envs, seeds)
+    target = build_network(config, envs, seeds)
     target.load_state_dict(q.state_dict())
     optimizer = torch.optim.Adam(q.parameters(), lr=config.learning_rate, fused=True)
-    buffer_cls = PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
-    extra = {"alpha": config.per_alpha} if config.prioritized else {}
-    buffer = buffer_cls(
-        config.buffer_size,
-        config.num_envs,
-        (obs_size(obs_space),),
-        n_step=config.n_step,
-        gamma=config.gamma,
-        seed=config.seed,
-        **extra,
-    )
-    rng = np.random.default_rng(config.seed)  # exploration
-    tracker = EvalTracker(config.env_id)
-    step, gradient_steps, episodes = 0, 0, 0
-    best_q: dict[str, torch.Tensor] | None = None  # the best-evaluated weights so far
-    log = on_metrics or (lambda metrics, step: None)
+    buffers = [make_buffer(config, n_obs, seed) for seed in seeds]
+    rngs = [np.random.default_rng(seed) for seed in seeds]  # exploration, one per member
+    trackers = [EvalTracker(config.env_id) for _ in seeds]
+    best: list[dict[str, torch.Tensor] | None] = [None] * K  # best-evaluated weights so far
+    step, gradient_steps, episodes = 0, 0, [0] * K
 
-    def snapshot() -> dict[str, Any]:
-        """Everything a resumed run needs to continue exactly (weights_only-loadable)."""
+    def snapshot(k: int) -> dict[str, Any]:
+        """Member k's part of the state (weights_only-loadable): what a resumed run needs."""
         return {
-            "algo": "dqn",
-            "config": asdict(config),
-            "q": q.state_dict(),
-            "target": target.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "buffer": buffer.state_dict(),
-            "rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "step": step,
-            "gradient_steps": gradient_steps,
-            "episodes": episodes,
-            "tracker": tracker.state_dict(),
-            "best_q": best_q,
-        }
+            "algo": "dqn", "config": asdict(replace(config, seed=seeds[k])), "seeds": list(seeds),
+            "q": q.member(k), "target": target.member(k),
+            "optimizer": member_optimizer_state(optimizer, k), "buffer": buffers[k].state_dict(),
+            "rng": rngs[k].bit_generator.state, "step": step, "gradient_steps": gradient_steps,
+            "episodes": episodes[k], "tracker": trackers[k].state_dict(), "best_q": best[k],
+        }  # fmt: skip
 
-    if resume and checkpoint_dir and (path := latest_checkpoint(checkpoint_dir)):
-        state = torch.load(path, weights_only=True)
-        q.load_state_dict(state["q"])
-        target.load_state_dict(state["target"])
-        optimizer.load_state_dict(state["optimizer"])
-        buffer.load_state_dict(state["buffer"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step, gradient_steps, episodes = state["step"], state["gradient_steps"], state["episodes"]
-        tracker.load_state_dict(state["tracker"])
-        best_q = state["best_q"]
+    if resume and checkpoints and (at := common_checkpoint_step(folders)) is not None:
+        states = [torch.load(checkpoint_path(f, at), weights_only=True) for f in folders]
+        q.load_state_dict(stack_states([s["q"] for s in states]))
+        target.load_state_dict(stack_states([s["target"] for s in states]))
+        optimizer.load_state_dict(stack_optimizer_states([s["optimizer"] for s in states]))
+        for k, s in enumerate(states):
+            buffers[k].load_state_dict(s["buffer"])
+            rngs[k].bit_generator.state = s["rng"]
+            trackers[k].load_state_dict(s["tracker"])
+            episodes[k], best[k] = s["episodes"], s["best_q"]
+        step, gradient_steps = at, states[0]["gradient_steps"]
 
-    episode_return = np.zeros(config.num_envs)
+    episode_return = np.zeros(K * n)
     started, steps_at_start, eval_seconds = time.perf_counter(), step, 0.0
     act, target_stale = q.greedy_numpy(), True
     losses: list[torch.Tensor] = []
     segment_start = True  # the run (or the resumed run) starts a segment
     while step < config.total_steps:
-        # A segment starts: checkpoint, then reset every env with a seed fixed by (seed, step).
-        if segment_start or (checkpoint_dir and step % config.checkpoint_every < config.num_envs):
+        # A segment starts: checkpoint, then reset every env with a seed fixed by (seeds, step).
+        if segment_start or (checkpoints and step % config.checkpoint_every < n):
             segment_start = False
-            if checkpoint_dir and step > 0:
-                save_checkpoint(checkpoint_dir, step, snapshot())
-            buffer.mark_segment_end()
-            raw_obs, _ = envs.reset(
-                seed=[segment_seed(config.seed, step, i) for i in range(config.num_envs)]
-            )
+            if checkpoints and step > 0:
+                for k, folder in enumerate(folders):
+                    save_checkpoint(folder, step, snapshot(k))
+            for buffer in buffers:
+                buffer.mark_segment_end()
+            raw_obs, _ = envs.reset(seed=reset_seeds(envs, seeds, step, n))
             obs = encode_obs(obs_space, raw_obs)
             episode_return[:] = 0
+            resetting = np.zeros(K * n, bool)  # copies whose episode ended last step
 
-        # Act: epsilon-greedy on the online network.
+        # Act: epsilon-greedy on the online networks, each member on its own random stream.
         epsilon = linear_schedule(
-            config.start_epsilon,
-            config.end_epsilon,
-            config.exploration_fraction * config.total_steps,
-            step,
-        )
-        explore = rng.random(config.num_envs) < epsilon
-        greedy = act(obs)
-        actions = np.where(
-            explore, rng.integers(envs.single_action_space.n, size=config.num_envs), greedy
-        )
-        raw_next, rewards, terminated, truncated, infos = envs.step(actions)
+            config.start_epsilon, config.end_epsilon,
+            config.exploration_fraction * config.total_steps, step,
+        )  # fmt: skip
+        actions = act(obs.reshape(K, n, n_obs)).reshape(K * n)
+        for k, rng in enumerate(rngs):
+            explore = rng.random(n) < epsilon
+            random_actions = rng.integers(n_actions, size=n)
+            part = slice(k * n, (k + 1) * n)
+            actions[part] = np.where(explore, random_actions, actions[part])
+        raw_next, rewards, terminated, truncated, _ = envs.step(actions)
         next_obs = encode_obs(obs_space, raw_next)
-        real_next = next_obs.copy()
-        if "final_obs" in infos:  # the true last observation of episodes that just ended
-            for i in np.flatnonzero(infos["_final_obs"]):
-                real_next[i] = encode_obs(obs_space, infos["final_obs"][i])
-        buffer.add(obs, real_next, actions, rewards, terminated, truncated)
+        # A copy whose episode ended last step was reset by this one: not a transition.
+        for k, buffer in enumerate(buffers):
+            part = slice(k * n, (k + 1) * n)
+            buffer.add(obs[part], next_obs[part], actions[part], rewards[part],
+                       terminated[part], truncated[part], valid=~resetting[part])  # fmt: skip
         obs = next_obs
-        step += config.num_envs
+        step += n
 
         episode_return += rewards
-        for i in np.flatnonzero(terminated | truncated):
-            episodes += 1
-            log({"episodic_return": float(episode_return[i]), "epsilon": epsilon}, step)
+        resetting = terminated | truncated
+        for i in np.flatnonzero(resetting):
+            episodes[i // n] += 1
+            logs[i // n]({"episodic_return": float(episode_return[i]), "epsilon": epsilon}, step)
             episode_return[i] = 0
 
-        # Learn: a phase of gradient steps every train_freq env steps.
-        if step >= config.learning_starts and step % config.train_freq < config.num_envs:
+        # Learn: a phase of gradient steps every train_freq env steps, every member at once.
+        if step >= config.learning_starts and step % config.train_freq < n:
             beta = config.per_beta + (1 - config.per_beta) * min(1.0, step / config.total_steps)
-            for batch in phase_batches(buffer, config, beta):
-                loss, td_error = gradient_step(q, target, optimizer, batch, config)
+            phases = [phase_batches(b, config, beta) for b in buffers]
+            for batches in zip(*phases, strict=True):
+                loss, td_errors = gradient_step(q, target, optimizer, stack(batches), config)
                 gradient_steps += 1
                 if config.prioritized:
-                    buffer.update_priorities(batch.flat_index, td_error)
+                    for buffer, batch, td in zip(buffers, batches, td_errors, strict=True):
+                        buffer.update_priorities(batch.flat_index, td)
                 if config.tau < 1:
                     polyak(q, target, config.tau)
                 losses.append(loss)
             act, target_stale = q.greedy_numpy(), True
-            log(
-                {
-                    "loss": float(torch.stack(losses).mean()),
-                    "epsilon": epsilon,
-                    "sps": (step - steps_at_start) / (time.perf_counter() - started - eval_seconds),
-                },
-                step,
-            )
+            member_losses = torch.stack(losses).mean(0)
+            sps = (step - steps_at_start) / (time.perf_counter() - started - eval_seconds)
+            for k, log in enumerate(logs):
+                log({"loss": float(member_losses[k]), "epsilon": epsilon, "sps": sps}, step)
             losses = []
-        if config.tau >= 1 and step % config.target_update < config.num_envs and target_stale:
+        if config.tau >= 1 and step % config.target_update < n and target_stale:
             copy_weights(q, target)  # hard update; skipped while q has not changed since
             target_stale = False
 
-        # Evaluate: greedy episodes on a separate environment.
-        if step % config.eval_every < config.num_envs or step >= config.total_steps:
+        # Evaluate: each member's greedy episodes on its own evaluation environment.
+        if step % config.eval_every < n or step >= config.total_steps:
             eval_started = time.perf_counter()
-            mean, std = evaluate(
-                act, config.env_id, config.eval_episodes, config.seed, step, config.env_kwargs
-            )
+            for k, seed in enumerate(seeds):
+                policy = one_observation(q.greedy_numpy(k))
+                mean, std = evaluate(
+                    policy, config.env_id, config.eval_episodes, seed, step, config.env_kwargs
+                )
+                if trackers[k].record(mean, std, step):
+                    best[k] = q.member(k)
+                    if folders[k]:
+                        save_best(folders[k], policy_state(config, seed, best[k], step))
+                logs[k]({"eval_return": mean, "eval_return_std": std}, step)
             eval_seconds += time.perf_counter() - eval_started
-            if tracker.record(mean, std, step):
-                best_q = {k: v.detach().clone() for k, v in q.state_dict().items()}
-                if checkpoint_dir:
-                    save_best(checkpoint_dir, policy_state(config, best_q, step))
-            log({"eval_return": mean, "eval_return_std": std}, step)
 
-    if checkpoint_dir:
-        save_checkpoint(checkpoint_dir, step, snapshot())
+    if checkpoints:
+        for k, folder in enumerate(folders):
+            save_checkpoint(folder, step, snapshot(k))
     envs.close()
     seconds = time.perf_counter() - started
-    _, returned = load_policy(policy_state(config, best_q or q.state_dict(), step))
-    fresh = evaluate(
-        returned, config.env_id, config.eval_episodes, config.seed, 0, config.env_kwargs,
-        offset=FRESH_SEED_OFFSET,
-    )  # fmt: skip
-    return tracker.result(
-        fresh=fresh,
-        steps=step,
-        episodes=episodes,
-        seconds=seconds,
-        steps_per_second=(step - steps_at_start) / (seconds - eval_seconds),
-    )
+    results = []
+    for k, seed in enumerate(seeds):
+        _, returned = load_policy(policy_state(config, seed, best[k] or q.member(k), step))
+        fresh = evaluate(returned, config.env_id, config.eval_episodes, seed, 0,
+                         config.env_kwargs, offset=FRESH_SEED_OFFSET)  # fmt: skip
+        results.append(trackers[k].result(
+            fresh=fresh, steps=step, episodes=episodes[k], seconds=seconds,
+            steps_per_second=(step - steps_at_start) / (seconds - eval_seconds),
+        ))  # fmt: skip
+    return results
 
 
 def gradient_step(
@@ -333,27 +401,40 @@ def gradient_step(
     config: DQNConfig,
     next_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Huber-loss step towards the (double) DQN target; returns the loss and the TD
-    errors (for priorities). ``next_mask`` [batch, actions]: the actions valid in each next
+    """One Huber-loss step of every member towards its (double) DQN target; the batch is
+    ``[K, batch, ...]``. The loss is the sum of the members' mean losses, so each member's
+    gradient is its own. Returns the members' losses ``[K]`` and TD errors ``[K, batch]``
+    (for priorities). ``next_mask`` ``[K, batch, actions]``: the actions valid in each next
     state, where some are not (the architecture environment's shorter decisions)."""
-    q_taken = q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+    q_taken = q(batch.obs).gather(2, batch.actions[..., None]).squeeze(2)
     with torch.no_grad():  # double DQN: the online net picks, the target rates
         q_next_target = target(batch.next_obs)
         chooser = q(batch.next_obs) if config.double else q_next_target
         if next_mask is not None:
             chooser = chooser.masked_fill(~next_mask, float("-inf"))
-        next_actions = chooser.argmax(1)
-        next_value = q_next_target.gather(1, next_actions[:, None]).squeeze(1)
+        next_actions = chooser.argmax(2)
+        next_value = q_next_target.gather(2, next_actions[..., None]).squeeze(2)
         td_target = batch.returns + batch.discounts * next_value
     elementwise = nn.functional.smooth_l1_loss(q_taken, td_target, reduction="none")
     if config.prioritized:  # importance weights; uniform replay's are all one
         elementwise = batch.weights * elementwise
-    loss = elementwise.mean()
+    member_losses = elementwise.mean(dim=1)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    _clip_gradients(optimizer.param_groups[0]["params"], config.max_grad_norm)
+    member_losses.sum().backward()
+    clip_per_member(list(q.parameters()), config.max_grad_norm)
     optimizer.step()
-    return loss.detach(), q_taken.detach() - td_target
+    return member_losses.detach(), q_taken.detach() - td_target
+
+
+def clip_per_member(params: list[nn.Parameter], max_norm: float) -> None:
+    """Each member's gradients scaled down to ``max_norm`` when its norm is above it (the
+    norm over all of its parameters, as ``clip_grad_norm_`` computes for one network)."""
+    grads = [p.grad for p in params]
+    members = grads[0].shape[0]
+    total = torch.stack([g.reshape(members, -1).norm(dim=1) for g in grads]).norm(dim=0)
+    if bool((total > max_norm).any()):
+        scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, [scale.view(-1, *[1] * (g.dim() - 1)) for g in grads])
 
 
 def phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Iterator[Batch]:
@@ -366,44 +447,69 @@ def phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Itera
         yield from buffer.sample_many(config.gradient_steps, config.batch_size)
 
 
-def _clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
-    """Scale gradients down to ``max_norm`` when above it; unlike ``clip_grad_norm_`` no
-    multiply-by-one when below, which on the CPU costs as much as the optimizer step."""
-    total = grad_norms([p.grad for p in params])[0]
-    if total > max_norm:
-        nn.utils.clip_grads_with_norm_(params, max_norm, total)
+def stack(batches: Sequence[Batch]) -> Batch:
+    """The members' batches as one ``[K, batch, ...]`` batch."""
+    return Batch(*(torch.stack([getattr(b, f.name) for b in batches]) for f in fields(Batch)))
 
 
-def grad_norms(grads: list[torch.Tensor], members: int = 1) -> torch.Tensor:
-    """The gradient norm of each member of stacked gradients ([members, ...] each; one
-    network is one member), summed in the same order either way, so that a population of
-    one (:mod:`rl.population`) clips exactly as a single network does."""
-    return torch.stack([g.reshape(members, -1).norm(dim=1) for g in grads]).norm(dim=0)
+def one_observation(act: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], int]:
+    """A one-member policy (:meth:`QNetwork.greedy_numpy` of a member) for one observation."""
+    return lambda obs: int(act(obs[None, None])[0, 0])
 
 
 def copy_weights(q: nn.Module, target: nn.Module) -> None:
     with torch.no_grad():
-        for t, p in zip(target.parameters(), q.parameters(), strict=True):
-            t.copy_(p)
+        torch._foreach_copy_(list(target.parameters()), list(q.parameters()))
 
 
 def polyak(q: nn.Module, target: nn.Module, tau: float) -> None:
     with torch.no_grad():
-        for p, t in zip(q.parameters(), target.parameters(), strict=True):
-            t.lerp_(p, tau)
+        torch._foreach_lerp_(list(target.parameters()), list(q.parameters()), tau)
 
 
-def policy_state(config: DQNConfig, weights: dict[str, torch.Tensor], step: int) -> dict:
-    """What :func:`load_policy` needs: a checkpoint's ``best.pt`` (weights_only-loadable)."""
-    return {"algo": "dqn", "config": asdict(config), "q": weights, "step": step}
+def member_optimizer_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
+    """Member k's slice of Adam's state: what a population of one's Adam would hold."""
+    full = optimizer.state_dict()
+    state = {
+        index: {name: (t if t.dim() == 0 else t[k : k + 1]).clone() for name, t in s.items()}
+        for index, s in full["state"].items()
+    }
+    return {"state": state, "param_groups": full["param_groups"]}
+
+
+def stack_optimizer_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Members' Adam states as the population's (every member took the same steps)."""
+    first = states[0]["state"]
+    stacked = {
+        index: {
+            name: t if t.dim() == 0 else torch.cat([s["state"][index][name] for s in states])
+            for name, t in first[index].items()
+        }
+        for index in first
+    }
+    return {"state": stacked, "param_groups": states[0]["param_groups"]}
+
+
+def common_checkpoint_step(folders: Sequence[Path]) -> int | None:
+    """The newest step every member has a checkpoint of (a run killed while writing them
+    leaves some members one checkpoint ahead; the previous one is kept)."""
+    steps = [{int(p.stem.split("-")[1]) for p in Path(f).glob("checkpoint-*.pt")} for f in folders]
+    common = set.intersection(*steps) if steps else set()
+    return max(common) if common else None
+
+
+def policy_state(
+    config: DQNConfig, seed: int, weights: dict[str, torch.Tensor], step: int
+) -> dict[str, Any]:
+    """What :func:`load_policy` needs: a member's ``best.pt`` (weights_only-loadable)."""
+    return {"algo": "dqn", "config": asdict(replace(config, seed=seed)), "q": weights, "step": step}
 
 
 def load_policy(state: dict[str, Any]) -> tuple[DQNConfig, Callable[[np.ndarray], int]]:
     """A greedy policy from a checkpoint or a ``best.pt`` (for ``rl evaluate``)."""
     config = DQNConfig(**state["config"])
     env = gym.make(config.env_id, **config.env_kwargs)
-    q = build_network(config, env)
+    q = build_network(config, env, [config.seed])
     env.close()
     q.load_state_dict(state["q"])
-    act = q.greedy_numpy()
-    return config, act
+    return config, one_observation(q.greedy_numpy())

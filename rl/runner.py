@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rl import dqn, population, qlearning
+from rl import dqn, qlearning
 from rl.common import BEST
 from runtime import ray_cluster, tracking
 from runtime.cli import (
@@ -85,8 +85,8 @@ class JobConfig:
         default=1,
         metadata=option(
             "dqn: train this many seeds together in one process (stacked networks, one "
-            "optimizer step for all; each seed its own environments, replay, results and "
-            "MLflow run); 1: each seed its own process",
+            "optimizer step for all; each seed its own replay, exploration, checkpoints, "
+            "results and MLflow run); 1: each seed its own process",
             type=positive_int,
         ),
     )
@@ -155,10 +155,15 @@ def seed_trainable(
 
 
 def population_trainable(
-    config: dict[str, Any], base: dict[str, Any], context: TrialContext, checkpoint_root: str
+    config: dict[str, Any],
+    base: dict[str, Any],
+    context: TrialContext,
+    checkpoint_root: str,
+    resume: bool,
 ) -> None:
-    """Runs in a Ray worker: a population of DQN seeds (:mod:`rl.population`), each
-    seed's metrics streamed to its own MLflow run and its best policy in its folder."""
+    """Runs in a Ray worker: a population of DQN seeds (:func:`rl.dqn.train_population`),
+    each seed's metrics streamed to its own MLflow run, its checkpoints and best policy in
+    its folder."""
     agent = dqn.DQNConfig(**base)
     seeds = list(config["seeds"])
     folders = [Path(checkpoint_root) / f"seed-{seed}" for seed in seeds]
@@ -166,7 +171,8 @@ def population_trainable(
                for s in seeds]  # fmt: skip
 
     def work(trials: list[Trial]) -> list[Outcome]:
-        results = population.train(agent, seeds, folders, [_log_to(t) for t in trials])
+        logs = [_log_to(t) for t in trials]
+        results = dqn.train_population(agent, seeds, folders, resume, logs)
         return [_outcome(r, s, f) for r, s, f in zip(results, seeds, folders, strict=True)]
 
     run_trials(context, members, {"automl.role": "rl-seed"}, work)
@@ -229,8 +235,9 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
             context = TrialContext(parent, faults, tags=provenance)
             if groups:
                 trainable = tune.with_parameters(
-                    population_trainable, base=base, context=context, checkpoint_root=str(root)
-                )
+                    population_trainable, base=base, context=context,
+                    checkpoint_root=str(root), resume=job.resume,
+                )  # fmt: skip
                 space = {"seeds": tune.grid_search(groups)}
             else:
                 trainable = tune.with_parameters(
@@ -274,13 +281,12 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
 
 
 def _populations(job: JobConfig, seeds: list[int]) -> list[list[int]]:
-    """``--population P``: the seeds in groups of P (none: each seed its own trial)."""
-    if job.population == 1:
-        return []
+    """``--population P``: DQN's seeds in groups of P (one each by default); none for an
+    agent trained one seed at a time."""
     if job.algo != "dqn":
-        raise UserError(f"--population applies to --algo dqn, not {job.algo}")
-    if job.resume:
-        raise UserError("--resume continues single-seed runs from checkpoints: --population 1")
+        if job.population > 1:
+            raise UserError(f"--population applies to --algo dqn, not {job.algo}")
+        return []
     return [seeds[i : i + job.population] for i in range(0, len(seeds), job.population)]
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from automl.searchers.episodes import architecture_env
-from automl.space import load_space
+from automl.search.searchers.episodes import architecture_env
+from automl.search.space import load_space
 from rl import dqn
 from rl.cli import main as rl_main
 from rl.envs import ARCHITECTURE_ENV, ArchitectureEnv

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from automl.children import build_model, normalize
-from automl.children.arch import arch_key
-from automl.children.rnn import ActivationCell
+from automl.child import build_model, normalize
+from automl.child.arch import arch_key
+from automl.child.rnn import ActivationCell
 from runtime.errors import UserError
 
 

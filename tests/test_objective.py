@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from automl.objective import Objective, pareto_front
+from automl.search.objective import Objective, pareto_front
 
 
 def test_uar_alone_is_the_default_reward():
@@ -42,7 +42,7 @@ def test_pareto_front_keeps_the_children_no_other_beats_on_both():
 def test_the_leaderboard_ranks_by_the_reward_and_says_how_the_search_ended():
     from rich.console import Console
 
-    from automl.children import normalize
+    from automl.child import normalize
     from automl.commands.search import leaderboard_table
 
     arch = normalize({"family": "rnn", "layers": [{"units": 8, "activation": "tanh"}]})

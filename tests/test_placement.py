@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from automl.children import build_model, count_parameters
-from automl.placement import ChildResources, parse_rules, space_fields
-from automl.space import load_space
+from automl.child import build_model, count_parameters
+from automl.search.placement import ChildResources, parse_rules, space_fields
+from automl.search.space import load_space
 from runtime.errors import UserError
 
 SPACE = load_space("gru_hparams")

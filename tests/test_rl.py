@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl import dqn, population, qlearning
+from rl import dqn, qlearning
 from rl.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rl.cli import main as rl_main
 from rl.common import evaluate, latest_checkpoint
@@ -134,12 +134,13 @@ def test_dqn_returns_the_best_evaluated_network_and_scores_it_on_fresh_episodes(
 
 def test_dqn_without_checkpoints_does_not_cut_episodes_short():
     """MountainCar's episodes last 200 steps (a random policy never reaches the flag): with
-    the old reset at every checkpoint_every (50) steps no episode would ever end."""
+    the old reset at every checkpoint_every (50) steps no episode would ever end. Each
+    episode is followed by the step that resets it (Gymnasium's next-step autoreset)."""
     config = dqn.DQNConfig(
         env_id="MountainCar-v0", total_steps=1_000, learning_starts=2_000, checkpoint_every=50,
         eval_every=10_000, eval_episodes=1, hidden=[16],
     )  # fmt: skip
-    assert dqn.train(config).episodes == 5
+    assert dqn.train(config).episodes == 1_000 // 201  # 200 steps, then the step that resets
 
 
 def test_qlearning_ended_by_steps_still_ends_with_an_evaluation(tmp_path):
@@ -298,10 +299,6 @@ def test_a_failing_seed_is_recorded_as_failed_and_the_others_finish(tmp_path, mo
             ["train", "--env", "Taxi-v4", "--algo", "qlearning", "--population", "2"],
             "--population applies to --algo dqn",
         ),
-        (
-            ["train", "--env", "CartPole-v1", "--population", "2", "--resume"],
-            "--resume continues single-seed runs",
-        ),
     ],
 )
 def test_rl_user_errors(tmp_path, monkeypatch, capsys, argv, message):
@@ -319,16 +316,16 @@ POPULATION_DQN = dict(
 )  # fmt: skip
 
 
-def test_a_population_of_one_trains_exactly_as_the_single_seed_path(tmp_path):
-    """Same seed: the same losses at every phase, evaluations, returned policy and result
-    (the clip at max_grad_norm 1 is active, so per-member clipping is exercised too)."""
+def test_a_population_of_one_is_the_single_seed_run(tmp_path):
+    """One code path: the same losses at every phase, evaluations, returned policy and
+    result (the clip at max_grad_norm 1 is active, so per-member clipping runs too)."""
     config = dqn.DQNConfig(seed=5, **POPULATION_DQN)
     single_log, member_log = [], []
     single = dqn.train(
         config, tmp_path / "single", on_metrics=lambda m, s: single_log.append((s, m))
     )
-    (member,) = population.train(
-        config, [5], [tmp_path / "member"], [lambda m, s: member_log.append((s, m))]
+    (member,) = dqn.train_population(
+        config, [5], [tmp_path / "member"], on_metrics=[lambda m, s: member_log.append((s, m))]
     )
     assert dataclasses.replace(member, seconds=0, steps_per_second=0) == dataclasses.replace(
         single, seconds=0, steps_per_second=0
@@ -344,17 +341,67 @@ def test_a_population_of_one_trains_exactly_as_the_single_seed_path(tmp_path):
     assert all(torch.equal(best[0]["q"][k], best[1]["q"][k]) for k in best[0]["q"])
 
 
+def test_a_killed_population_resumes_exactly_as_the_uninterrupted_one(tmp_path):
+    """Each member's checkpoint holds its slice of the networks and of Adam's moments; the
+    resumed population ends with every member's weights and results bit for bit those of
+    the population that was never stopped."""
+    config = dqn.DQNConfig(**dict(POPULATION_DQN, total_steps=4_000, checkpoint_every=1_000))
+    seeds = [3, 7, 8]
+    full = dqn.train_population(config, seeds, [tmp_path / "full" / f"{s}" for s in seeds])
+    part = [tmp_path / "part" / f"{s}" for s in seeds]
+    fields = json.dumps(json.dumps(dataclasses.asdict(config)))
+    code = (
+        "import json, pathlib; from rl import dqn; "
+        f"dqn.train_population(dqn.DQNConfig(**json.loads({fields})), "
+        f"{seeds}, [pathlib.Path(p) for p in {[str(p) for p in part]}])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while not all(list(p.glob("checkpoint-*.pt")) for p in part) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert dqn.common_checkpoint_step(part) < 4_000
+    resumed = dqn.train_population(config, seeds, part, resume=True)
+    for seed, a, b in zip(seeds, full, resumed, strict=True):
+        end = [torch.load(latest_checkpoint(root / f"{seed}"), weights_only=True)
+               for root in (tmp_path / "full", tmp_path / "part")]  # fmt: skip
+        assert end[0]["step"] == end[1]["step"] == 4_000
+        for key in end[0]["q"]:
+            torch.testing.assert_close(end[0]["q"][key], end[1]["q"][key], rtol=0, atol=0)
+        assert dataclasses.replace(a, seconds=0, steps_per_second=0) == dataclasses.replace(
+            b, seconds=0, steps_per_second=0
+        )
+
+
 def test_population_members_keep_their_own_environments_exploration_and_replay():
-    """Before learning starts, a member's episodes depend on its seed alone, whoever it
-    trains beside; members with different seeds differ."""
-    config = dqn.DQNConfig(**{**POPULATION_DQN, "total_steps": 500, "eval_every": 10_000})
+    """With synchronous environments, before learning starts a member's episodes depend
+    on its seed alone, whoever it trains beside; members with different seeds differ."""
+    config = dqn.DQNConfig(
+        **{**POPULATION_DQN, "total_steps": 500, "eval_every": 10_000, "vector_env": "sync"}
+    )
     logs = {}
     for others in ([3, 4], [3, 9, 11]):
         found: list[list[float]] = [[] for _ in others]
-        population.train(config, others, on_metrics=[_episodes_into(f) for f in found])
+        dqn.train_population(config, others, on_metrics=[_episodes_into(f) for f in found])
         logs[tuple(others)] = found
     assert logs[(3, 4)][0] == logs[(3, 9, 11)][0] and len(logs[(3, 4)][0]) > 5
     assert logs[(3, 4)][1] != logs[(3, 4)][0]
+
+
+def test_cartpole_populations_step_in_gymnasiums_own_vectorised_env():
+    """Every copy of every member in one NumPy environment; the same seeds reproduce."""
+    config = dqn.DQNConfig(**{**POPULATION_DQN, "total_steps": 1_500, "num_envs": 2})
+    envs = dqn.make_envs(config, 6)
+    assert type(envs.unwrapped).__name__ == "CartPoleVectorEnv" and envs.num_envs == 6
+    assert type(dqn.make_envs(dataclasses.replace(config, vector_env="sync"), 6)).__name__ == (
+        "SyncVectorEnv"
+    )
+    runs = [dqn.train_population(config, [0, 1, 2]) for _ in range(2)]
+    untimed = [[dataclasses.replace(r, seconds=0, steps_per_second=0) for r in run] for run in runs]
+    assert untimed[0] == untimed[1]
+    assert runs[0][0].episodes > 0 and runs[0][0] != runs[0][1]
 
 
 def _episodes_into(returns: list[float]):

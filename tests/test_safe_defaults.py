@@ -15,7 +15,7 @@ import pytest
 import ray
 import torch
 
-from automl.space import load_space
+from automl.search.space import load_space
 from runtime.errors import UserError
 from runtime.ray_cluster import ray_session
 

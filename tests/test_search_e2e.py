@@ -19,8 +19,8 @@ from mlflow.tracking import MlflowClient
 from automl.cli import main
 from automl.data import synth
 from automl.data.prepare import load_dataset
-from automl.searchers import make_searcher
-from automl.space import load_space
+from automl.search.searchers import make_searcher
+from automl.search.space import load_space
 from runtime import tracking
 
 TINY_SPACE = """\

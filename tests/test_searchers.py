@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from automl.search import CACHED, DONE, SearchLoop
-from automl.searchers import SEARCHERS, Status, make_searcher, searcher_class
-from automl.space import builtin_names, load_space, parse_space
+from automl.search.ledger import CACHED, DONE, SearchLoop
+from automl.search.searchers import SEARCHERS, Status, make_searcher, searcher_class
+from automl.search.space import builtin_names, load_space, parse_space
 from runtime.cli import parse_overrides
 from runtime.errors import UserError
 

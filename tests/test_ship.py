@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import write_compare
 
-from automl import bundle, inference
-from automl.children import build_model, normalize
+from automl.child import build_model, normalize
 from automl.cli import main
 from automl.data.prepare import features_of, load_dataset
+from automl.ship import bundle, inference
 
 ARCHITECTURES = {
     "bigru tanh+relu, stats": {

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import recall_score
 
+from automl.child.metrics import uar
+from automl.child.trainer import TrainConfig, train_child
 from automl.cli import main
 from automl.data.prepare import load_dataset
-from automl.metrics import uar
-from automl.train import TrainConfig, train_child
 
 
 @settings(max_examples=200, deadline=None)
@@ -142,7 +142,7 @@ def test_train_command_user_errors(tmp_path, capsys, monkeypatch, argv, message)
 
 
 def test_length_batches_cover_every_utterance_once_with_little_padding():
-    from automl.recipe import length_batches
+    from automl.child.recipe import length_batches
 
     lengths = torch.from_numpy(np.random.default_rng(0).integers(10, 500, size=1000))
     generator = torch.Generator().manual_seed(0)
@@ -159,7 +159,7 @@ def test_length_batches_cover_every_utterance_once_with_little_padding():
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine"])
 def test_schedules_warm_up_then_anneal(name):
-    from automl.recipe import make_schedule
+    from automl.child.recipe import make_schedule
 
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
     schedule = make_schedule(name, optimizer, 0.01, total_steps=100)
@@ -175,7 +175,7 @@ def test_schedules_warm_up_then_anneal(name):
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine"])
 def test_schedules_take_a_single_step_and_leave_rmsprop_without_momentum(name):
-    from automl.recipe import make_optimizer, make_schedule
+    from automl.child.recipe import make_optimizer, make_schedule
 
     optimizer = make_optimizer("rmsprop", [torch.nn.Parameter(torch.zeros(1))], 0.01, 0.0)
     schedule = make_schedule(name, optimizer, 0.01, total_steps=1)
@@ -199,7 +199,7 @@ def test_a_plateau_stops_training_in_the_second_half_and_keeps_the_best_epoch():
 
 def test_fused_layers_run_in_full_precision_under_bf16_autocast():
     """bf16 autocast has no loss scaler, so the fused RNN must not run in fp16 there."""
-    from automl.children.rnn import FusedLayer
+    from automl.child.rnn import FusedLayer
 
     layer = FusedLayer("gru", 8, 16, bidirectional=True)
     x, lengths = torch.randn(3, 5, 8, requires_grad=True), torch.tensor([5, 3, 2])

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automl import compare
+    from automl.report import compare
     from runtime import tracking
 
     config = from_args(CompareConfig, args)

@@ -51,8 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automl import evaluate
     from automl.data.prepare import load_dataset
+    from automl.report import evaluate
     from runtime import tracking
 
     config = from_args(EvaluateConfig, args)
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_files(result: Any, folder: Path) -> dict[str, Path]:
-    from automl.evaluate import confusion_png
+    from automl.report.evaluate import confusion_png
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def _write_files(result: Any, folder: Path) -> dict[str, Path]:
 
 def _log(uri: str, child: Any, result: Any, seeds: int, files: dict[str, Path]) -> str:
     """An evaluation run beside the child (tagged both ways), with its metrics and files."""
-    from automl.evaluate import EVALUATES_TAG, EVALUATION_TAG
+    from automl.report.evaluate import EVALUATES_TAG, EVALUATION_TAG
     from runtime import tracking
 
     client = tracking.client(uri)
@@ -130,10 +130,10 @@ def _log(uri: str, child: Any, result: Any, seeds: int, files: dict[str, Path]) 
 
 
 def _log_model(uri: str, run_id: str, child: Any, result: Any) -> str:
-    """Seed 0's model as an MLflow model (see :mod:`automl.bundle`); returns its URI."""
+    """Seed 0's model as an MLflow model (see :mod:`automl.ship.bundle`); returns its URI."""
     import mlflow
 
-    from automl import bundle
+    from automl.ship import bundle
     from runtime import tracking
 
     meta = bundle.ModelMeta(

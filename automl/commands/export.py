@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automl import export, inference
+    from automl.ship import export, inference
     from runtime import tracking
 
     config = from_args(ExportConfig, args)

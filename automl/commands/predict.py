@@ -35,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automl import inference
     from automl.data.prepare import features_of
+    from automl.ship import inference
     from runtime import tracking
 
     config = from_args(PredictConfig, args)

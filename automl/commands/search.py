@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from automl.children import describe
-from automl.search_config import SearchConfig
+from automl.child import describe
+from automl.search.config import SearchConfig
 from runtime.cli import add_options, from_args
 
 
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automl.runner import run_search
+    from automl.search.run import run_search
 
     config = from_args(SearchConfig, args)
     with ProgressLine(Console(stderr=True), config.trials) as progress:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from automl.child.trainer import TrainConfig
 from automl.data.prepare import DataOptions
-from automl.train import TrainConfig
 from runtime.cli import add_options, from_args, read_json_file
 from runtime.files import atomic_write, check_writable, write_json
 
@@ -24,8 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from automl.children import normalize
-    from automl.train import train_child
+    from automl.child import normalize
+    from automl.child.trainer import train_child
 
     arch = normalize(read_json_file(args.arch, "--arch"), where=str(args.arch))
     for option in ("json", "save_model"):

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from automl.searchers.episodes import EpisodeSearcher, Step
-from automl.space import SearchSpace
+from automl.search.searchers.episodes import EpisodeSearcher, Step
+from automl.search.space import SearchSpace
 from rl.buffers import ReplayBuffer
-from rl.dqn import DQNConfig, QNetwork, copy_weights, gradient_step
+from rl.dqn import DQNConfig, QNetwork, copy_weights, gradient_step, stack
 
 
 @dataclass
@@ -64,11 +64,9 @@ class DQNSearcher(EpisodeSearcher):
             dueling=c.dueling,
         )
         n_obs = int(self.env.observation_space.shape[0])
-        with torch.random.fork_rng(devices=[]):  # seeded weights, global state untouched
-            torch.manual_seed(seed)
-            self.q = QNetwork(n_obs, self.n_actions, c.hidden, c.dueling)
-            self.target = QNetwork(n_obs, self.n_actions, c.hidden, c.dueling)
-        copy_weights(self.q, self.target)
+        # a population of one, seeded by the searcher's seed (global torch state untouched)
+        self.q = QNetwork(n_obs, self.n_actions, c.hidden, c.dueling, seeds=[seed])
+        self.target = QNetwork(n_obs, self.n_actions, c.hidden, c.dueling, seeds=[seed])
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=c.learning_rate)
         self.buffer = ReplayBuffer(c.buffer_size, 1, (n_obs,), n_step=1, gamma=c.gamma, seed=seed)
         self.positions = len(self.space.decisions) + 1
@@ -80,7 +78,7 @@ class DQNSearcher(EpisodeSearcher):
 
     @torch.no_grad()
     def _values(self, obs: np.ndarray) -> np.ndarray:
-        return self.q(torch.from_numpy(obs)[None])[0].numpy()
+        return self.q(torch.from_numpy(obs)[None, None])[0, 0].numpy()
 
     def _learn(self, steps: list[Step], reward: float) -> dict[str, float]:
         for i, s in enumerate(steps):
@@ -95,7 +93,7 @@ class DQNSearcher(EpisodeSearcher):
         for batch in self.buffer.sample_many(self.config.gradient_steps, self.config.batch_size):
             next_mask = self.valid[batch.next_obs[:, : self.positions].argmax(1)]
             loss, _ = gradient_step(
-                self.q, self.target, self.optimizer, batch, self.agent, next_mask
+                self.q, self.target, self.optimizer, stack([batch]), self.agent, next_mask[None]
             )
             losses.append(float(loss))
             self.gradient_steps += 1

@@ -4,7 +4,7 @@ Weights alone cannot score new audio: the class labels in order, the normalisati
 network was trained behind and the frontend that makes its features are part of the
 model. A bundle keeps them as two files, ``weights.pt`` (a state dict, loaded with
 ``weights_only=True``: no pickled code) and ``meta.json``. The same bundle is what an
-MLflow model carries (:mod:`automl.serving`), what ``automl export`` writes into a
+MLflow model carries (:mod:`automl.ship.serving`), what ``automl export`` writes into a
 TorchScript or ONNX file, and what ``automl predict`` reads from any of them.
 """
 
@@ -80,7 +80,7 @@ class Scorer(nn.Module):
 
 
 def build_scorer(meta: ModelMeta, weights: dict[str, torch.Tensor]) -> Scorer:
-    from automl.children import build_model, normalize
+    from automl.child import build_model, normalize
 
     network = build_model(normalize(meta.architecture), meta.n_features, len(meta.classes))
     network.load_state_dict(weights)
@@ -108,7 +108,7 @@ def read_files(meta: Path, weights: Path) -> tuple[ModelMeta, dict[str, torch.Te
 
 def log_model(meta: ModelMeta, weights: dict[str, torch.Tensor], example: np.ndarray) -> str:
     """Log the bundle as an MLflow pyfunc model into the active run (models-from-code:
-    :mod:`automl.serving` is the model's code; nothing is pickled); returns its URI."""
+    :mod:`automl.ship.serving` is the model's code; nothing is pickled); returns its URI."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from automl.searchers.base import Proposal, Searcher, Status
-from automl.space import SearchSpace
+from automl.search.searchers.base import Proposal, Searcher, Status
+from automl.search.space import SearchSpace
 from rl.common import linear_schedule
 from rl.envs import ArchitectureEnv
 

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from automl.children import build_model, count_parameters, normalize
-from automl.data.dataset import Dataset, Split
-from automl.metrics import uar
-from automl.recipe import (
+from automl.child import build_model, count_parameters, normalize
+from automl.child.metrics import uar
+from automl.child.recipe import (
     Precision,
     class_weights,
     length_batches,
@@ -27,6 +26,7 @@ from automl.recipe import (
     make_schedule,
     steps_per_epoch,
 )
+from automl.data.dataset import Dataset, Split
 from runtime.cli import option, positive_int
 
 EVAL_BATCH = 256

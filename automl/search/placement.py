@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from automl.space import SearchSpace
+from automl.search.space import SearchSpace
 from runtime.errors import UserError
 from runtime.tracking import flatten
 
@@ -102,7 +102,7 @@ class ChildResources:
         """What a condition can name: the architecture's fields and its parameter count."""
         facts = flatten("", architecture)
         if any(r.when.field == PARAMS for r in self.conditional):
-            from automl.children import build_model, count_parameters  # torch: when asked
+            from automl.child import build_model, count_parameters  # torch: when asked
 
             model = build_model(architecture, self.n_features, self.n_classes)
             facts[PARAMS] = str(count_parameters(model))

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automl.data.prepare import DataOptions
-from automl.placement import ChildResources, parse_rules
-from automl.searchers import SEARCHERS
+from automl.search.placement import ChildResources, parse_rules
+from automl.search.searchers import SEARCHERS
 from runtime.cli import (
     duration,
     non_negative_float,

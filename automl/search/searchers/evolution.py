@@ -12,8 +12,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from automl.searchers.base import Proposal, Searcher, Status
-from automl.space import SearchSpace
+from automl.search.searchers.base import Proposal, Searcher, Status
+from automl.search.space import SearchSpace
 
 
 @dataclass

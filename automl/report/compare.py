@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from automl.children.arch import describe
-from automl.objective import pareto_front
+from automl.child.arch import describe
+from automl.search.objective import pareto_front
 from runtime import tracking
 from runtime.errors import UserError
 

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from automl.searchers.episodes import EpisodeSearcher, Step
-from automl.space import SearchSpace
+from automl.search.searchers.episodes import EpisodeSearcher, Step
+from automl.search.space import SearchSpace
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """How a child is trained, as opposed to what it is: optimizer, learning-rate schedule,
-length-bucketed mini-batches, mixed precision. :mod:`automl.train` runs the loop.
+length-bucketed mini-batches, mixed precision. :mod:`automl.child.trainer` runs the loop.
 
 Every choice a search may want to vary is a hyperparameter of the architecture
 (``optimizer``, ``lr``, ``schedule``, ``batch_size``, ...; see
-:data:`automl.children.arch.HPARAM_DEFAULTS`), so a search space can search over it.
+:data:`automl.child.arch.HPARAM_DEFAULTS`), so a search space can search over it.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ again (free information for the searcher) without using budget, and ``max_duplic
 duplicates in a row end the search as converged rather than spinning. A ``deadline``
 (the time budget) ends it too: no child starts after it. A child stopped early (by an
 early-stopping scheduler or the deadline) is told as a partial result. The reward is the
-search's :class:`~automl.objective.Objective` of the child's dev UAR and costs.
-It knows nothing of Ray or MLflow: :mod:`automl.execution` drives it, and callbacks
+search's :class:`~automl.search.objective.Objective` of the child's dev UAR and costs.
+It knows nothing of Ray or MLflow: :mod:`automl.search.ray_tune` drives it, and callbacks
 report searcher updates and progress to tracking and display.
 """
 
@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from automl.children import arch_key
-from automl.objective import Objective
-from automl.searchers import Searcher, Status
-from automl.space import SearchSpace
+from automl.child import arch_key
+from automl.search.objective import Objective
+from automl.search.searchers import Searcher, Status
+from automl.search.space import SearchSpace
 
 RUNNING, DONE, CACHED, FAILED, STOPPED = "running", "done", "cached", "failed", "stopped"
 

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from automl.searchers.base import Proposal, Searcher, Status
-from automl.space import SearchSpace
+from automl.search.searchers.base import Proposal, Searcher, Status
+from automl.search.space import SearchSpace
 
 
 @dataclass

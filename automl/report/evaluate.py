@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from automl.children import build_model, normalize
+from automl.child import build_model, normalize
+from automl.child.metrics import uar
+from automl.child.trainer import Padded, TrainConfig, predict, resolve_device, train_child
 from automl.data.dataset import Dataset, Split
-from automl.metrics import uar
-from automl.train import Padded, TrainConfig, predict, resolve_device, train_child
 from runtime import tracking
 from runtime.errors import UserError
 
@@ -60,7 +60,7 @@ def find_child(uri: str, run_id: str | None, best_of: str | None) -> ChosenChild
     """``--run-id`` names a child; ``--best`` picks the best finished child of an experiment."""
     client = tracking.client(uri)
     if best_of is not None:
-        from automl.compare import collect, leaderboard
+        from automl.report.compare import collect, leaderboard
 
         board = leaderboard(collect(uri, best_of, "--best"), top=1)
         if not board:

@@ -17,8 +17,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from automl.searchers.base import Proposal, Searcher, Status
-from automl.space import SearchSpace
+from automl.search.searchers.base import Proposal, Searcher, Status
+from automl.search.space import SearchSpace
 
 
 @dataclass

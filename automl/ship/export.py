@@ -1,6 +1,6 @@
 """``automl export``: a model as one self-contained file, TorchScript or ONNX.
 
-The file holds normalisation, network and softmax (:class:`automl.bundle.Scorer`) and the
+The file holds normalisation, network and softmax (:class:`automl.ship.bundle.Scorer`) and the
 bundle's meta (classes, frontend), takes one utterance's features [frames, features] of
 any length and returns class probabilities. Both formats go through TorchScript, because
 the children's recurrent layers with a configurable activation run a loop over time
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from automl import bundle
-from automl.inference import ONNX_META_KEY, TORCHSCRIPT_META, from_scorer
-from automl.inference import load as load_predictor
+from automl.ship import bundle
+from automl.ship.inference import ONNX_META_KEY, TORCHSCRIPT_META, from_scorer
+from automl.ship.inference import load as load_predictor
 from runtime.errors import UserError
 from runtime.files import atomic_write
 

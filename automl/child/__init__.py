@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from automl.children.arch import arch_key, describe, normalize
-from automl.children.cnn import CNNClassifier
-from automl.children.rnn import RNNClassifier
+from automl.child.arch import arch_key, describe, normalize
+from automl.child.cnn import CNNClassifier
+from automl.child.rnn import RNNClassifier
 
 
 def build_model(arch: dict, n_features: int, n_classes: int) -> nn.Module:

@@ -2,7 +2,7 @@
 
 Loading it runs this file (the project's own code), never a pickle: the weights are read
 with ``torch.load(weights_only=True)``, the architecture, the class labels in order and
-the normalisation from JSON (see :mod:`automl.bundle`). Input: the frontend's features of
+the normalisation from JSON (see :mod:`automl.ship.bundle`). Input: the frontend's features of
 one utterance, a float32 array [frames, features] (as ``automl data`` computes them,
 before normalisation). Output: a DataFrame with one row: the predicted class and a
 probability per class.
@@ -18,7 +18,7 @@ import pandas as pd
 
 class ChildModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from automl import bundle
+        from automl.ship import bundle
 
         artifacts = context.artifacts
         self.meta, weights = bundle.read_files(Path(artifacts["meta"]), Path(artifacts["weights"]))

@@ -30,10 +30,10 @@ from ray.tune.execution.placement_groups import (
 from ray.tune.search import Searcher as TuneSearcher
 from ray.tune.stopper import CombinedStopper, Stopper
 
+from automl.child.trainer import EpochStats, TrainConfig, resolve_device, train_child
 from automl.data.dataset import Dataset, Split
-from automl.placement import ChildResources
-from automl.search import SearchLoop
-from automl.train import EpochStats, TrainConfig, resolve_device, train_child
+from automl.search.ledger import SearchLoop
+from automl.search.placement import ChildResources
 from runtime import tracking
 from runtime.errors import UserError
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
@@ -171,7 +171,7 @@ class LoopSearcher(TuneSearcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to add to Tune's checkpoint: the search saves its own state file
-        (``automl.runner``), which is what ``--resume`` reads."""
+        (``automl.search.run``), which is what ``--resume`` reads."""
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its searcher for its own restore; the live loop stays in this process

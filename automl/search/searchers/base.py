@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from automl.space import SearchSpace
+from automl.search.space import SearchSpace
 from runtime.errors import UserError
 
 

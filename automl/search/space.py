@@ -25,14 +25,14 @@ from typing import Any
 
 import yaml
 
-from automl.children.arch import HPARAM_DEFAULTS, normalize
+from automl.child.arch import HPARAM_DEFAULTS, normalize
 from runtime.errors import UserError
 
 SPACE_KEYS = {"name", "description", "family", "fixed", "choices", "layers", "blocks"}
 BLOCK_KEY = {"rnn": "layers", "cnn": "blocks"}
 WIDTH_KEY = {"rnn": "units", "cnn": "filters"}
 MAX_BLOCKS = 8
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 Scalar = str | int | float | bool
 

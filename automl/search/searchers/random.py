@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from automl.searchers.base import Proposal, Searcher, Status
+from automl.search.searchers.base import Proposal, Searcher, Status
 
 
 class RandomSearcher(Searcher):

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from automl import bundle
-from automl.bundle import META_FILE, WEIGHTS_FILE, ModelMeta
+from automl.ship import bundle
+from automl.ship.bundle import META_FILE, WEIGHTS_FILE, ModelMeta
 from runtime import tracking
 from runtime.errors import UserError
 

@@ -26,10 +26,14 @@ from typing import Any
 
 import torch
 
-from automl import bundle
-from automl.children.arch import HPARAM_DEFAULTS
+from automl.child.arch import HPARAM_DEFAULTS
+from automl.child.trainer import TrainConfig
 from automl.data.dataset import Dataset
-from automl.execution import (
+from automl.search.config import SearchConfig
+from automl.search.ledger import DONE, RUNNING, SearchLoop
+from automl.search.objective import Objective, pareto_front
+from automl.search.placement import space_fields
+from automl.search.ray_tune import (
     DEVICE_TAG,
     METRIC,
     EarlyStop,
@@ -37,13 +41,9 @@ from automl.execution import (
     finished_records,
     run_on_ray,
 )
-from automl.objective import Objective, pareto_front
-from automl.placement import space_fields
-from automl.search import DONE, RUNNING, SearchLoop
-from automl.search_config import SearchConfig
-from automl.searchers import Searcher, searcher_class
-from automl.space import SearchSpace, load_space
-from automl.train import TrainConfig
+from automl.search.searchers import Searcher, searcher_class
+from automl.search.space import SearchSpace, load_space
+from automl.ship import bundle
 from runtime import ray_cluster, tracking
 from runtime.cli import build_config, interrupts_held, parse_overrides, resumable_interrupts
 from runtime.errors import UserError

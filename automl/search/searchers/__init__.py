@@ -1,4 +1,4 @@
-"""Searchers: ask/tell strategies over a :class:`~automl.space.SearchSpace`.
+"""Searchers: ask/tell strategies over a :class:`~automl.search.space.SearchSpace`.
 
 ``SEARCHERS`` is the registry: the command line takes its choices from it. Entries are
 imported when used (as Ray Tune's search algorithm registry does), so ``--help`` and the
@@ -10,18 +10,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from automl.searchers.base import Proposal, Searcher, Status
-from automl.space import SearchSpace
+from automl.search.searchers.base import Proposal, Searcher, Status
+from automl.search.space import SearchSpace
 from runtime.cli import build_config
 from runtime.errors import UserError
 
 SEARCHERS: dict[str, str] = {
-    "reinforce": "automl.searchers.reinforce:ReinforceSearcher",
-    "random": "automl.searchers.random:RandomSearcher",
-    "evolution": "automl.searchers.evolution:EvolutionSearcher",
-    "tpe": "automl.searchers.tpe:TPESearcher",
-    "qlearning": "automl.searchers.qlearning:QLearningSearcher",
-    "dqn": "automl.searchers.dqn:DQNSearcher",
+    "reinforce": "automl.search.searchers.reinforce:ReinforceSearcher",
+    "random": "automl.search.searchers.random:RandomSearcher",
+    "evolution": "automl.search.searchers.evolution:EvolutionSearcher",
+    "tpe": "automl.search.searchers.tpe:TPESearcher",
+    "qlearning": "automl.search.searchers.qlearning:QLearningSearcher",
+    "dqn": "automl.search.searchers.dqn:DQNSearcher",
 }
 
 
