@@ -82,7 +82,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loaders = {"dqn": dqn.load_policy, "qlearning": qlearning.load_policy}
     if not isinstance(state, dict) or state.get("algo") not in loaders:
         raise UserError(f"--checkpoint {path}: not an rl checkpoint")
-    config, policy = loaders[state["algo"]](state)
+    try:
+        config, policy = loaders[state["algo"]](state)
+    except (KeyError, RuntimeError, TypeError) as exc:  # another layout of the networks
+        raise UserError(
+            f"--checkpoint {path}: written by another version of rl, cannot load it ({exc})"
+        ) from None
     mean, std = evaluate(policy, config.env_id, args.episodes, args.seed, 0, config.env_kwargs)
     print(
         f"{config.env_id} {state['algo']} {path.name} (step {state['step']}): "

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,22 @@ import torch
 
 from rl import dqn, qlearning
 from rl.common import BEST
-from runtime import ray_cluster, tracking
+from runtime import tracking
 from runtime.cli import (
     build_config,
-    interrupts_held,
     option,
     overrides_option,
     parse_key_values,
     parse_overrides,
+    positive_float,
     positive_int,
-    resumable_interrupts,
 )
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
 from runtime.files import write_json
+from runtime.job import GridResult, Job, JobPlan, preflight, run_job
+from runtime.resources import TrialResources, max_wait_field, parse_rules
+from runtime.tags import CODE_VERSION_TAG, ENV_TAG, ROLE_TAG
 from runtime.trial import (
     ERROR,
     FAILED,
@@ -56,8 +57,6 @@ ALGOS = {
     "dqn": Algorithm(dqn.DQNConfig, dqn.train, dqn.check_env),
     "qlearning": Algorithm(qlearning.QLearningConfig, qlearning.train, qlearning.check_env),
 }
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 @dataclass(kw_only=True)
@@ -107,7 +106,19 @@ class JobConfig:
     address: str | None = field(
         default=None, metadata=option("join this Ray cluster (default: local Ray)")
     )
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: float = field(
+        default=1.0, metadata=option("CPUs each seed (or population) asks Ray for",
+                                     type=positive_float)
+    )  # fmt: skip
+    trial_resources: list[str] = field(
+        default_factory=list,
+        metadata=overrides_option(
+            "a Ray resource each seed (or population) needs, e.g. a100=1 for nodes started "
+            "with `ray start --resources '{\"a100\": 1}'` (repeatable)",
+            "--trial-resource",
+        ),
+    )
+    max_wait: float | None = max_wait_field("seeds", "training")
     json: str | None = field(default=None, metadata=option("write the summary here"))
 
     def agent_config(self) -> Any:
@@ -149,7 +160,7 @@ def seed_trainable(
         run_config.seed,
         f"seed-{run_config.seed}",
         dataclasses.asdict(run_config),
-        {"automl.role": "rl-seed"},
+        {ROLE_TAG: "rl-seed"},
         work,
     )
 
@@ -175,7 +186,7 @@ def population_trainable(
         results = dqn.train_population(agent, seeds, folders, resume, logs)
         return [_outcome(r, s, f) for r, s, f in zip(results, seeds, folders, strict=True)]
 
-    run_trials(context, members, {"automl.role": "rl-seed"}, work)
+    run_trials(context, members, {ROLE_TAG: "rl-seed"}, work)
 
 
 def _outcome(result: Any, seed: int, folder: Path | None) -> Outcome:
@@ -197,8 +208,6 @@ def _log_to(trial: Trial) -> Callable[[dict[str, float], int], None]:
 def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     """Train every seed (``job.workers`` at once); returns the JSON summary. ``agent``: the
     algorithm's config, when not the one the job's options describe."""
-    from ray import tune
-
     agent = agent or job.agent_config()
     try:  # a wrong environment is the user's error, not a worker's
         ALGOS[job.algo].check_env(agent)
@@ -209,75 +218,56 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     groups = _populations(job, seeds)
     root = Path(job.checkpoint_dir).resolve()
     faults = FaultPlan.from_env(root, data_faults=False)
-    uri = tracking.resolve_uri(job.tracking_uri)
-    tracking.check_reachable(uri)
-    tracking.check_experiment(uri, job.experiment)
-    ray_cluster.check_address(job.address)
-    need = [(f"--cpus-per-trial {job.cpus_per_trial:g}", {"CPU": job.cpus_per_trial})]
-    if job.address is None:
-        ray_cluster.check_fits(need, None)
-    start = time.time()
-    with ExitStack() as after_ray, ray_cluster.ray_session(job.address):
-        if job.address is not None:
-            ray_cluster.check_fits(need, job.address)
-        params = {**base, "algo": job.algo, "seeds": seeds, "workers": job.workers,
-                  "population": job.population}  # fmt: skip
-        parent = tracking.start_parent(
-            uri, job.experiment, f"rl-{job.algo}-{job.env}", params, role="rl"
-        )
-        after_ray.enter_context(resumable_interrupts())  # checkpoints are written from here
-        # Once Ray is down (a forced stop included), no seed's run can stay RUNNING.
-        after_ray.callback(tracking.close_abandoned, parent)
-        provenance = {"automl.env": job.env, "automl.code_version": tracking.code_version()}
-        status = "FAILED"
-        rows: list[dict[str, Any]] = []
-        try:
-            context = TrialContext(parent, faults, tags=provenance)
-            if groups:
-                trainable = tune.with_parameters(
-                    population_trainable, base=base, context=context,
-                    checkpoint_root=str(root), resume=job.resume,
-                )  # fmt: skip
-                space = {"seeds": tune.grid_search(groups)}
-            else:
-                trainable = tune.with_parameters(
-                    seed_trainable, algo=job.algo, base=base, context=context,
-                    checkpoint_root=str(root), resume=job.resume,
-                )  # fmt: skip
-                space = {"seed": tune.grid_search(seeds)}
-            grid = tune.Tuner(
-                tune.with_resources(trainable, {"cpu": job.cpus_per_trial}),
-                param_space=space,
-                tune_config=tune.TuneConfig(max_concurrent_trials=job.workers, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=f"rl-{int(time.time())}",
-                    verbose=0,
-                    storage_path=str(root / "ray"),
-                ),
-            ).fit()
-            rows = [row for result in grid for row in _rows(result)]
-            if any(r["status"] == "interrupted" for r in rows):  # Tune caught a Ctrl-C
-                raise KeyboardInterrupt
-            status = "FINISHED" if all(r["status"] == "done" for r in rows) else "FAILED"
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM; a second one forces Tune's stop
-            status = "KILLED"
-            raise
-        finally:
-            with interrupts_held():
-                summary = {
-                    "algo": job.algo,
-                    "env": job.env,
-                    "config": base,
-                    "seeds": sorted(rows, key=lambda r: r["seed"]),
-                    "parent_run_id": parent.parent_run_id,
-                    "experiment_id": parent.experiment_id,
-                    "tracking_uri": uri,
-                    "wall_seconds": time.time() - start,
-                }
-                tracking.finish_parent(parent, {"summary.json": summary}, status=status)
-                if job.json:
-                    write_json(Path(job.json), summary)
-    return summary
+    resources = TrialResources(job.cpus_per_trial, 0.0, parse_rules(job.trial_resources))
+    resources.check_fields(set())  # a seed has no fields a condition could name
+    plan = JobPlan(tracking_uri=tracking.resolve_uri(job.tracking_uri),
+                   experiment=job.experiment, address=job.address,
+                   requests=resources.requests(), max_wait=job.max_wait)  # fmt: skip
+    preflight(plan)
+    start, rows, ended = time.time(), [], {}
+    params = {**base, "algo": job.algo, "seeds": seeds, "workers": job.workers,
+              "population": job.population}  # fmt: skip
+
+    def close(running: Job) -> tuple[dict[str, Any], dict[str, str]]:
+        summary = {
+            "algo": job.algo, "env": job.env, "config": base,
+            "seeds": sorted(rows + _never_ran(seeds, rows), key=lambda r: r["seed"]),
+            "parent_run_id": running.parent.parent_run_id,
+            "experiment_id": running.parent.experiment_id,
+            "tracking_uri": plan.tracking_uri, "wall_seconds": time.time() - start,
+        }  # fmt: skip
+        if job.json:
+            write_json(Path(job.json), summary)
+        ended["summary"] = summary
+        return {"summary.json": summary}, {}
+
+    open_parent = partial(tracking.start_parent, plan.tracking_uri, job.experiment,
+                          f"rl-{job.algo}-{job.env}", params, role="rl")  # fmt: skip
+    from runtime.tune_grid import GridOptions, run_grid  # Ray: after ray_cluster.prepare
+
+    with run_job(plan, open_parent, close) as running:
+        provenance = {ENV_TAG: job.env, CODE_VERSION_TAG: tracking.code_version()}
+        context = TrialContext(running.parent, faults, tags=provenance)
+        common = dict(base=base, context=context, checkpoint_root=str(root), resume=job.resume)
+        options = GridOptions(workers=job.workers, resources=resources, storage=root / "ray",
+                              max_wait=job.max_wait, names=("seeds", "training"))  # fmt: skip
+        if groups:
+            results = run_grid(population_trainable, "seeds", groups, options, **common)
+        else:
+            results = run_grid(seed_trainable, "seed", seeds, options, algo=job.algo, **common)
+        rows += [row for result in results for row in _rows(result)]
+        if any(r["status"] == "interrupted" for r in rows):  # Tune caught a Ctrl-C
+            raise KeyboardInterrupt
+        if all(r["status"] == "done" for r in rows):
+            running.finished()
+    return ended["summary"]
+
+
+def _never_ran(seeds: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the seeds no trial reported on (the job stopped before they ran)."""
+    reported = {r["seed"] for r in rows}
+    return [{"seed": s, "status": "interrupted", "mlflow_run_id": None}
+            for s in seeds if s not in reported]  # fmt: skip
 
 
 def _populations(job: JobConfig, seeds: list[int]) -> list[list[int]]:
@@ -290,13 +280,13 @@ def _populations(job: JobConfig, seeds: list[int]) -> list[list[int]]:
     return [seeds[i : i + job.population] for i in range(0, len(seeds), job.population)]
 
 
-def _rows(result) -> list[dict[str, Any]]:
-    """The summary rows of a Tune result: one seed's, or each of a population's."""
-    m = result.metrics or {}
-    if "seeds" not in result.config:
-        return [_row(result.config["seed"], m, result.error)]
-    members = json.loads(m[MEMBERS]) if MEMBERS in m else [{}] * len(result.config["seeds"])
-    return [_row(s, r, result.error) for s, r in zip(result.config["seeds"], members, strict=True)]
+def _rows(result: GridResult) -> list[dict[str, Any]]:
+    """The summary rows of a grid trial: one seed's, or each of a population's."""
+    m = result.metrics
+    if not isinstance(result.value, list):
+        return [_row(result.value, m, result.error)]
+    members = json.loads(m[MEMBERS]) if MEMBERS in m else [{}] * len(result.value)
+    return [_row(s, r, result.error) for s, r in zip(result.value, members, strict=True)]
 
 
 def _row(seed: int, m: dict[str, Any], error: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -32,6 +31,7 @@ from runtime.errors import (
     RESUME_HINT,
     UserError,
 )
+from runtime.process import configure_process
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,10 +46,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) 
     """Parse and dispatch to ``args.func``; a user's mistake becomes one line and exit 2, an
     interrupt (Ctrl-C, SIGTERM) one line and exit 130 / 143."""
     args = parser.parse_args(argv)
-    # the command says what it did in its own lines: no MLflow progress bars or run links
-    # (one per child run and seed, printed by each worker over HTTP)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    configure_process()
     ray_cluster.prepare(getattr(args, "address", None))  # before any command imports Ray
     with sigterm_as_interrupt() as terminated, warnings_shown(prog):
         try:

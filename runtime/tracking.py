@@ -9,7 +9,6 @@ URI: no fluent global state leaks between trials of a reused worker.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import tempfile
@@ -25,13 +24,20 @@ from typing import Any, TypeVar
 import torch
 
 from runtime.errors import UserError
+from runtime.tags import (
+    DATASET_CONTEXT_TAG,
+    ERROR_TAG,
+    EXPERIMENT_KIND,
+    OUTCOME_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    TRIAL_TAG,
+)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-PARENT_TAG = "mlflow.parentRunId"
-TRIAL_TAG = "automl.trial"  # the trial's number in its job (child number, seed)
-EXPERIMENT_KIND = "mlflow.experimentKind"
 FLUSH_SECONDS = 5.0  # how often a trial's live metrics reach the store
 CHECKPOINT_DIR = "checkpoint"  # a trial's raw files in its run (weights, architecture)
+RUN_PAGE = 1000  # MLflow's largest page of runs
 T = TypeVar("T")
 
 
@@ -168,11 +174,9 @@ def using(uri: str | None) -> Iterator[None]:
 
 
 def client(uri: str):
-    """An ``MlflowClient`` for ``uri``, with MLflow's own chatter turned down."""
+    """An ``MlflowClient`` for ``uri`` (log levels: :func:`runtime.process.configure_process`)."""
     from mlflow.tracking import MlflowClient
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database-migration chatter
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -218,7 +222,7 @@ class DatasetInfo:
 
         dataset = Dataset(self.name, self.digest[:36], "local", json.dumps({"uri": self.source}),
                           profile=self.profile)  # fmt: skip
-        return DatasetInput(dataset, [InputTag("mlflow.data.context", context)])
+        return DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, context)])
 
 
 def code_version() -> str:
@@ -277,7 +281,7 @@ def start_parent(
         if found is None or EXPERIMENT_KIND not in found.tags:
             # the UI opens it on its runs (MLflow 3 would guess a GenAI experiment)
             mlflow.set_experiment_tag(experiment_id, EXPERIMENT_KIND, "custom_model_development")
-    run = mlflow.create_run(experiment_id, run_name=run_name, tags={"automl.role": role})
+    run = mlflow.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: role})
     mlflow.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return ParentRun(uri, experiment_id, run.info.run_id)
 
@@ -325,7 +329,7 @@ def close_stopped(
     for run in retry(lambda: mlflow.search_runs([parent.experiment_id], query)):
         run_id = run.info.run_id
         retry(lambda run_id=run_id: mlflow.log_batch(run_id, metrics=final))
-        retry(lambda run_id=run_id: mlflow.set_tag(run_id, "automl.outcome", outcome))
+        retry(lambda run_id=run_id: mlflow.set_tag(run_id, OUTCOME_TAG, outcome))
         retry(lambda run_id=run_id: mlflow.set_terminated(run_id, status="KILLED"))
     return run_id
 
@@ -435,5 +439,182 @@ class ChildRun:
 
     def fail(self, error: str) -> None:
         self.flush()
-        retry(lambda: self.client.set_tag(self.run_id, "automl.error", error[:5000]))
+        retry(lambda: self.client.set_tag(self.run_id, ERROR_TAG, error[:5000]))
         retry(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
+
+
+# Reading runs back, and the runs and models of a finished job (``automl evaluate``,
+# ``compare``, ``export``, ``predict``): the rest of the project asks here, in plain values,
+# and never sees an MLflow object or exception.
+
+
+class TrackingError(Exception):
+    """MLflow refused a request (its own message, first line first): raised here instead of
+    ``MlflowException``, so no caller needs MLflow to tell this failure from a bug."""
+
+
+class UnknownRun(TrackingError):
+    """:func:`get_run` of an id the store does not hold (or cannot read): MLflow's own
+    message for it is a long REST error, so callers say it in a line of their own."""
+
+
+def _tracking_error(exc: Exception, kind: type[TrackingError] = TrackingError) -> TrackingError:
+    return kind(str(exc).strip() or type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """What a run recorded, as plain values: callers read a run without MLflow's types."""
+
+    run_id: str
+    experiment_id: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED
+    start_time: int | None  # milliseconds since the epoch
+    end_time: int | None
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # each metric's latest value
+
+    @classmethod
+    def of(cls, run: Any) -> StoredRun:
+        info, data = run.info, run.data
+        times = (info.start_time, info.end_time)
+        values = (dict(data.tags), dict(data.params), dict(data.metrics))
+        return cls(info.run_id, info.experiment_id, info.status, *times, *values)
+
+
+def get_run(uri: str, run_id: str) -> StoredRun:
+    """One run by its id, for commands handed a run id by the user; :class:`UnknownRun`
+    when the store has none by that id."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return StoredRun.of(retry(lambda: client(uri).get_run(run_id)))
+    except MlflowException as exc:
+        raise _tracking_error(exc, UnknownRun) from None
+
+
+def find_experiment(uri: str, name: str) -> str | None:
+    """The id of the live experiment ``name`` (None when there is none, or it is deleted):
+    what a report of an experiment's runs starts from."""
+    found = client(uri).get_experiment_by_name(name)
+    if found is None or found.lifecycle_stage == "deleted":
+        return None
+    return found.experiment_id
+
+
+def runs_tagged(uri: str, experiment_id: str, key: str, value: str) -> list[StoredRun]:
+    """Every run of an experiment whose tag ``key`` is ``value`` (all pages of MLflow's
+    search, which answers at most ``RUN_PAGE`` runs at a time), to report on a job's runs."""
+    mlflow = client(uri)
+    query = f"tags.`{key}` = '{value}'"
+    runs, token = [], None
+    while True:
+        page = mlflow.search_runs([experiment_id], query, max_results=RUN_PAGE, page_token=token)
+        runs += [StoredRun.of(run) for run in page]
+        token = page.token
+        if not token:
+            return runs
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """Every (step, value) a run logged for ``key`` (a curve; the run's metrics keep only
+    the latest value)."""
+    return [(m.step, m.value) for m in client(uri).get_metric_history(run_id, key)]
+
+
+def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """Open a run outside any job (an evaluation beside the child it scores); its id."""
+    return retry(
+        lambda: client(uri).create_run(experiment_id, run_name=run_name, tags=tags)
+    ).info.run_id
+
+
+def log_values(
+    uri: str,
+    run_id: str,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+) -> None:
+    """Params and final metrics (step 0) of a run opened with :func:`start_run`, in one
+    write."""
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    batch = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+    final = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+    retry(lambda: client(uri).log_batch(run_id, metrics=final, params=batch))
+
+
+def log_artifact(uri: str, run_id: str, path: Path, folder: str | None = None) -> None:
+    """A file into a run's artifacts (under ``folder``), where the UI shows it beside the run."""
+    retry(lambda: client(uri).log_artifact(run_id, str(path), folder))
+
+
+def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
+    """One tag on a run, open or closed (a link between runs: evaluation and child)."""
+    retry(lambda: client(uri).set_tag(run_id, key, value))
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+    """Close a run with ``status``; ``end_time`` (ms) puts back the time it ended before, for
+    a run reopened only to add a model to it."""
+    retry(lambda: client(uri).set_terminated(run_id, status, end_time=end_time))
+
+
+def download_artifact(uri: str, run_id: str, path: str, into: Path) -> Path:
+    """One artifact of a run (``checkpoint/weights.pt``) into the folder ``into``; its path."""
+    return Path(retry(lambda: client(uri).download_artifacts(run_id, path, str(into))))
+
+
+def log_pyfunc_model(
+    uri: str,
+    run_id: str,
+    code: Path,
+    artifacts: dict[str, str],
+    input_example: Any,
+    pip_requirements: list[str],
+) -> str:
+    """Log an MLflow pyfunc model into run ``run_id`` with models-from-code (``code`` is the
+    model's Python file, run on load: nothing is pickled); returns the model's URI.
+
+    MLflow logs a model only into its active run: the run is resumed for it, and ends
+    FINISHED now (:func:`end_run` puts back its status and end time where that matters)."""
+    import mlflow
+
+    with using(uri), mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts=artifacts,
+            input_example=input_example,
+            pip_requirements=pip_requirements,
+        )
+    return info.model_uri
+
+
+def download_model(model_uri: str, tracking_uri: str | None, into: Path) -> Path:
+    """An MLflow model (``models:/...``, ``runs:/...``) into the folder ``into``; its local
+    path. :class:`TrackingError` when MLflow cannot find or fetch it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with using(tracking_uri):
+            found = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into))
+    except MlflowException as exc:
+        raise _tracking_error(exc) from None
+    return Path(found)
+
+
+def register_model(uri: str, model_uri: str, name: str, tags: dict[str, str]) -> int:
+    """A new version of ``name`` in the Model Registry of ``uri`` holding ``model_uri``,
+    tagged with ``tags``; returns its version number."""
+    import mlflow
+
+    with using(uri):
+        version = mlflow.register_model(model_uri, name)
+    mlflow_client = client(uri)
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version.version, key, value)
+    return int(version.version)

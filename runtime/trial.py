@@ -19,16 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.faults import FaultPlan
-from runtime.tracking import TRIAL_TAG, ChildRun, DatasetInfo, ParentRun, close_abandoned
+from runtime.process import configure_process
+from runtime.tags import GPUS_TAG, NODE_TAG, RESOURCES_TAG, TRIAL_TAG
+from runtime.tracking import ChildRun, DatasetInfo, ParentRun, close_abandoned
 
 FINISHED = "finished"  # the trial's last result: the work ended (well or not)
 FAILED = "failed"  # the work raised; ERROR holds why
 ERROR = "error"
 RUN_ID = "mlflow_run_id"
 MEMBERS = "members"  # a group trial's result: its members' results, as JSON
-NODE_TAG = "ray.node_id"  # on the trial's MLflow run: the Ray node it ran on
-RESOURCES_TAG = "ray.resources"  # ... what Ray reserved for it there (JSON, by resource name)
-GPUS_TAG = "ray.gpu_ids"  # ... and which of that node's GPUs it was given (when it asked)
 
 
 @dataclass(frozen=True)
@@ -143,9 +142,11 @@ def run_trials(
 def _open(
     context: TrialContext, key: int, name: str, params: dict[str, Any], tags: dict[str, str]
 ) -> Trial:
-    """The trial's handle, with its MLflow run opened when the job tracks runs."""
+    """The trial's handle, with its MLflow run opened when the job tracks runs (the
+    process configured first: a worker is a process of its own)."""
     import ray
 
+    configure_process()
     run = None
     if context.parent:
         close_abandoned(context.parent, key)  # an earlier attempt's run, if its worker died

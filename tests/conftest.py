@@ -121,6 +121,29 @@ def break_corpus(root: Path, case: str) -> None:
         raise ValueError(case)
 
 
+@pytest.fixture(scope="session")
+def _ray_stopped_at_exit() -> Iterator[None]:
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(_ray_stopped_at_exit: None) -> None:
+    """One local Ray for the session (starting it costs seconds), on loopback with 2 CPUs;
+    the commands the tests run in this process join it (``ray_session`` reuses a Ray that
+    is up and leaves it running). Started by the first test that asks for it (again after
+    a test that stopped it, as test_safe_defaults does), stopped when the session ends."""
+    import ray  # here, not at the top: Ray must load after ray_cluster.prepare()
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1"
+        )
+
+
 @pytest.fixture
 def compare_corpus(tmp_path: Path) -> Callable[..., Path]:
     def make(**kwargs) -> Path:

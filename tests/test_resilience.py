@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -27,13 +26,6 @@ fixed: {{cell: gru, class_weighted: true}}
 choices: {{lr: [{LRS}]}}
 layers: {{count: 1, min: 1, units: [16], activation: [tanh]}}
 """
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
 
 
 def _args(tmp_path: Path, trials: int, *extra: str, epochs: int = 1) -> list[str]:

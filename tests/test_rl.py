@@ -257,6 +257,29 @@ def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     assert latest_checkpoint(folder).name in capsys.readouterr().out
 
 
+def test_rl_train_gives_up_waiting_for_a_node_after_max_wait(tmp_path, monkeypatch, capsys):
+    """--max-wait, as a search has it: seeds asking for a resource no node has wait that
+    long, then the job ends as interrupted (exit 2, one line, the parent KILLED)."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--env", "CartPole-v1", "--steps", "600", "--trial-resource", "special=1",
+            "--max-wait", "3s", "--json", "out.json"]  # fmt: skip
+    started = time.time()
+    assert rl_main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "rl: error: seeds waited 3 s (--max-wait) for a node with 1 CPU, 1 special free while "
+        "none ran, and none came; the training is saved: add such a node (or ask for less) "
+        "and --resume it"
+    ) in err.splitlines() and "Traceback" not in err
+    assert 3 <= time.time() - started < 3 + 60
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert [s["status"] for s in summary["seeds"]] == ["interrupted"]  # it never ran
+    parent = MlflowClient(summary["tracking_uri"]).get_run(summary["parent_run_id"])
+    assert parent.info.status == "KILLED"
+
+
 def test_a_failing_seed_is_recorded_as_failed_and_the_others_finish(tmp_path, monkeypatch):
     """The same trial wrapper as a search's children: the failure is a FAILED run with its
     error, the other seed finishes, the command says so with exit code 1."""
@@ -298,6 +321,14 @@ def test_a_failing_seed_is_recorded_as_failed_and_the_others_finish(tmp_path, mo
         (
             ["train", "--env", "Taxi-v4", "--algo", "qlearning", "--population", "2"],
             "--population applies to --algo dqn",
+        ),
+        (
+            ["train", "--env", "CartPole-v1", "--trial-resource", "special=1"],
+            "--cpus-per-trial 1 --gpus-per-trial 0 --trial-resource special=1: no node can run",
+        ),
+        (
+            ["train", "--env", "CartPole-v1", "--trial-resource", "special=1 if seed > 2"],
+            "--trial-resource 'special=1 if seed > 2': no trial has a field 'seed'",
         ),
     ],
 )

@@ -113,3 +113,76 @@ def _imports(package: str) -> dict[str, set[str]]:
 def test_imports_run_one_way_automl_to_rl_to_runtime():
     assert {m: i for m, i in _imports("runtime").items() if i - {"runtime"}} == {}
     assert {m: i for m, i in _imports("rl").items() if "automl" in i} == {}
+
+
+#: the modules that may import MLflow: the run lifecycle, and the served model's code (a
+#: subclass of ``mlflow.pyfunc.PythonModel``)
+MLFLOW_MODULES = {"runtime/tracking.py", "automl/ship/serving.py"}
+
+
+def _modules() -> dict[str, ast.Module]:
+    """Every module of the three packages, parsed (nothing imported)."""
+    paths = [p for package in ("automl", "rl", "runtime") for p in (ROOT / package).rglob("*.py")]
+    return {str(p.relative_to(ROOT)): ast.parse(p.read_text()) for p in paths}
+
+
+def _importers(prefix: str) -> set[str]:
+    """The modules that import ``prefix`` (a package, or ``ray.tune``), anywhere in them."""
+    importers = set()
+    for name, tree in _modules().items():
+        for node in ast.walk(tree):  # top level or inside functions alike
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                modules = [node.module or ""]
+                modules += [f"{node.module}.{a.name}" for a in node.names]  # from ray import tune
+            else:
+                continue
+            if any(m == prefix or m.startswith(prefix + ".") for m in modules):
+                importers.add(name)
+    return importers
+
+
+def test_only_tracking_and_the_served_model_import_mlflow():
+    assert _importers("mlflow") == MLFLOW_MODULES
+
+
+#: Ray Tune's adapters: the trial's side, a fixed grid of trials, a searcher's trials
+TUNE_MODULES = {"runtime/trial.py", "runtime/tune_grid.py", "automl/search/ray_tune.py"}
+
+
+def test_only_the_adapters_import_ray_tune():
+    assert _importers("ray.tune") == TUNE_MODULES
+
+
+def test_no_module_changes_process_wide_state_when_imported():
+    """Environment defaults, thread counts, log levels: in configure_process(), called by
+    each entry point and each trial, never at a module's top level."""
+    setters = {"setdefault", "set_num_threads", "set_flush_denormal", "setLevel", "putenv"}
+    found = []
+    for name, tree in _modules().items():
+        for statement in tree.body:  # top level only: what runs at import
+            for node in ast.walk(statement):
+                if isinstance(statement, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
+                    break
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in setters:
+                    found.append(f"{name}:{node.lineno}")
+                if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Subscript) and ast.unparse(t.value) == "os.environ"
+                    for t in node.targets
+                ):
+                    found.append(f"{name}:{node.lineno}")
+    assert found == []
+
+
+def test_tag_names_of_runtime_live_in_runtime_tags():
+    found = {
+        name: node.value
+        for name, tree in _modules().items()
+        if name.startswith("runtime/") and name != "runtime/tags.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith("automl.")
+    }
+    assert found == {}

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import ray
 import torch
 from conftest import mlflow_server_at, write_compare
 from mlflow.tracking import MlflowClient
@@ -28,14 +27,6 @@ family: rnn
 fixed: {cell: gru, lr: 0.01, class_weighted: true}
 layers: {count: 2, min: 1, units: [0, 8, 16, 24], activation: [tanh, relu]}
 """
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module (starting it costs seconds); searches join it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _search(tmp_path: Path, *extra: str, trials: int = 6) -> tuple[int, dict]:

@@ -109,6 +109,30 @@ def test_controller_converges_to_hidden_target_far_faster_than_random():
     assert late["reinforce"] > 2 * late["random"]
 
 
+def test_propose_is_given_the_id_ask_numbers_the_proposal_with():
+    """A subclass keys what it keeps by the id it is handed; it never counts ids itself,
+    and a restored searcher goes on numbering where the saved one stopped."""
+    from automl.search.searchers.random import RandomSearcher
+
+    class Recording(RandomSearcher):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.given: list[int] = []
+
+        def _propose(self, proposal_id):
+            self.given.append(proposal_id)
+            return super()._propose(proposal_id)
+
+    space = load_space("seed_gru")
+    searcher = Recording(space, 0)
+    proposals = [searcher.ask() for _ in range(3)]
+    assert searcher.given == [p.id for p in proposals] == [0, 1, 2]
+    searcher.tell(proposals[1].id, 0.5)
+    restored = Recording(space, 0)
+    restored.load_state_dict(searcher.state_dict())  # 0 and 2 were pending: asked again
+    assert restored.ask().id == 3 and restored.given == [3]
+
+
 def test_controller_updates_asynchronously_in_any_order():
     space = load_space("seed_gru")
     searcher = make_searcher("reinforce", space, 0, batch_size=3)

@@ -28,6 +28,7 @@ from automl.child.recipe import (
 )
 from automl.data.dataset import Dataset, Split
 from runtime.cli import option, positive_int
+from runtime.process import configure_process
 
 EVAL_BATCH = 256
 LATENCY_SAMPLES = 10
@@ -125,8 +126,7 @@ def train_child(
     arch = normalize(architecture)
     hp = arch["hparams"]
     hp["epochs"] = epochs = config.epochs or hp["epochs"]  # the result records what ran
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    configure_process(threads=config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     train = Padded.from_split(data.splits["train"])

@@ -12,6 +12,7 @@ from rich.table import Table
 from automl.child import describe
 from automl.search.config import SearchConfig
 from runtime.cli import add_options, from_args
+from runtime.tags import DEVICE_TAG, GPUS_TAG
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"{len(summary['gpu_unused'])} children were given a GPU but trained on the CPU: "
             "torch on their node sees no CUDA device (a CPU build of torch on a GPU node?); "
-            "their runs' tags ray.gpu_ids and automl.device say which",
+            f"their runs' tags {GPUS_TAG} and {DEVICE_TAG} say which",
             soft_wrap=True,
         )
     best = summary["best"]

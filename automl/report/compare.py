@@ -15,10 +15,10 @@ from automl.child.arch import describe
 from automl.search.objective import pareto_front
 from runtime import tracking
 from runtime.errors import UserError
+from runtime.tags import ARCHITECTURE_TAG, PARENT_TAG, ROLE_TAG, TRIAL_TAG
 
-ROLE = "automl.role"
 PLOTS = ("best_so_far.png", "uar_vs_params.png", "controller.png")
-PAGE = 1000  # MLflow's largest page of runs
+CONTROLLER = ("controller/mean_reward", "controller/baseline", "controller/entropy")
 
 
 @dataclass
@@ -50,48 +50,36 @@ class SearchRuns:
 def collect(uri: str, experiment: str, option: str = "--experiment") -> list[SearchRuns]:
     """Every search of ``experiment`` with its children, oldest search first (``option``:
     what the user named it with, for the message when there is none)."""
-    client = tracking.client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None or found.lifecycle_stage == "deleted":
+    experiment_id = tracking.find_experiment(uri, experiment)
+    if experiment_id is None:
         raise UserError(f"{option} {experiment}: no such experiment in {uri}")
-    parents = _all_runs(client, found.experiment_id, f"tags.`{ROLE}` = 'search'")
+    parents = tracking.runs_tagged(uri, experiment_id, ROLE_TAG, "search")
     if not parents:
         raise UserError(f"{option} {experiment}: holds no search (in {uri})")
     searches = {
-        run.info.run_id: SearchRuns(run.info.run_id, run.data.params.get("searcher", "?"))
-        for run in sorted(parents, key=lambda r: r.info.start_time)
+        run.run_id: SearchRuns(run.run_id, run.params.get("searcher", "?"))
+        for run in sorted(parents, key=lambda r: r.start_time)
     }
-    for run in _all_runs(client, found.experiment_id, f"tags.`{ROLE}` = 'child'"):
-        search = searches.get(run.data.tags.get(tracking.PARENT_TAG, ""))
+    for run in tracking.runs_tagged(uri, experiment_id, ROLE_TAG, "child"):
+        search = searches.get(run.tags.get(PARENT_TAG, ""))
         if search is not None:
             search.children.append(_child_row(run, search))
     for search in searches.values():
         search.controller = {
-            key: [(m.step, m.value) for m in client.get_metric_history(search.run_id, key)]
-            for key in ("controller/mean_reward", "controller/baseline", "controller/entropy")
+            key: tracking.metric_history(uri, search.run_id, key) for key in CONTROLLER
         }
     return list(searches.values())
 
 
-def _all_runs(client: Any, experiment_id: str, query: str) -> list[Any]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], query, max_results=PAGE, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _child_row(run: Any, search: SearchRuns) -> dict[str, Any]:
-    tags, metrics = run.data.tags, run.data.metrics
-    architecture = json.loads(tags.get("automl.architecture", "{}"))
+def _child_row(run: tracking.StoredRun, search: SearchRuns) -> dict[str, Any]:
+    tags, metrics = run.tags, run.metrics
+    architecture = json.loads(tags.get(ARCHITECTURE_TAG, "{}"))
     return {
-        "run_id": run.info.run_id,
+        "run_id": run.run_id,
         "search_run_id": search.run_id,
         "searcher": search.searcher,
-        "trial": int(tags.get(tracking.TRIAL_TAG, -1)),
-        "status": run.info.status,
+        "trial": int(tags.get(TRIAL_TAG, -1)),
+        "status": run.status,
         "architecture": describe(architecture) if architecture else "?",
         "dev_uar": metrics.get("dev_uar"),
         "n_params": int(metrics["n_params"]) if "n_params" in metrics else None,
@@ -182,7 +170,6 @@ def _controller(plt: Any, searches: list[SearchRuns]) -> Any:
 
 def log_plots(uri: str, searches: list[SearchRuns], paths: list[Path]) -> None:
     """The plots beside each search's own results in MLflow (``compare/``)."""
-    client = tracking.client(uri)
     for run_id in (search.run_id for search in searches):
         for path in paths:
-            tracking.retry(lambda r=run_id, p=path: client.log_artifact(r, str(p), "compare"))
+            tracking.log_artifact(uri, run_id, path, "compare")

@@ -7,7 +7,10 @@ it. Normalisation is refit on train + devel (the data the final model learns fro
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,18 @@ from automl.child.trainer import Padded, TrainConfig, predict, resolve_device, t
 from automl.data.dataset import Dataset, Split
 from runtime import tracking
 from runtime.errors import UserError
-
-EVALUATES_TAG = "automl.evaluates"  # on an evaluation run: the child it evaluates
-EVALUATION_TAG = "automl.evaluation_run_id"  # on the child: its latest evaluation
+from runtime.files import atomic_write
+from runtime.tags import (
+    ARCHITECTURE_TAG,
+    DATA_TAG,
+    EVALUATES_TAG,
+    EVALUATION_TAG,
+    FRONTEND_TAG,
+    MODEL_URI_TAG,
+    MODEL_VERSION_TAGS,
+    PARENT_TAG,
+    ROLE_TAG,
+)
 
 
 @dataclass
@@ -58,7 +70,6 @@ class Evaluation:
 
 def find_child(uri: str, run_id: str | None, best_of: str | None) -> ChosenChild:
     """``--run-id`` names a child; ``--best`` picks the best finished child of an experiment."""
-    client = tracking.client(uri)
     if best_of is not None:
         from automl.report.compare import collect, leaderboard
 
@@ -66,26 +77,24 @@ def find_child(uri: str, run_id: str | None, best_of: str | None) -> ChosenChild
         if not board:
             raise UserError(f"--best {best_of}: no finished child in {uri}")
         run_id = board[0]["run_id"]
-    from mlflow.exceptions import MlflowException
-
     try:
-        run = client.get_run(run_id)
-    except MlflowException:  # its own message for an unknown id is a long REST error
+        run = tracking.get_run(uri, run_id)
+    except tracking.UnknownRun:
         raise UserError(f"--run-id {run_id}: no such run in {uri}") from None
-    tags, metrics = run.data.tags, run.data.metrics
-    if tags.get("automl.role") != "child" or "automl.architecture" not in tags:
+    tags, metrics = run.tags, run.metrics
+    if tags.get(ROLE_TAG) != "child" or ARCHITECTURE_TAG not in tags:
         raise UserError(f"--run-id {run_id}: not a child of a search")
-    if run.info.status != "FINISHED" or "best_epoch" not in metrics:
-        raise UserError(f"--run-id {run_id}: the child did not finish ({run.info.status})")
-    params = client.get_run(tags[tracking.PARENT_TAG]).data.params
+    if run.status != "FINISHED" or "best_epoch" not in metrics:
+        raise UserError(f"--run-id {run_id}: the child did not finish ({run.status})")
+    params = tracking.get_run(uri, tags[PARENT_TAG]).params
     max_seconds = params.get("max_seconds", "None")
     return ChosenChild(
         run_id=run_id,
-        experiment_id=run.info.experiment_id,
-        architecture=json.loads(tags["automl.architecture"]),
+        experiment_id=run.experiment_id,
+        architecture=json.loads(tags[ARCHITECTURE_TAG]),
         epochs=int(metrics["best_epoch"]),
-        data=tags.get("automl.data") or params["data"],
-        frontend=tags.get("automl.frontend") or params.get("frontend", "mfcc"),
+        data=tags.get(DATA_TAG) or params["data"],
+        frontend=tags.get(FRONTEND_TAG) or params.get("frontend", "mfcc"),
         task=None if params.get("task", "None") == "None" else params["task"],
         max_seconds=None if max_seconds == "None" else float(max_seconds),
     )
@@ -170,3 +179,82 @@ def confusion_png(evaluation: Evaluation, path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def write_files(result: Evaluation, folder: Path) -> dict[str, Path]:
+    """``predictions.csv`` (ComParE's submission columns) and, with test labels,
+    ``confusion.png`` in ``folder``; returns them by name."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {folder}: cannot make this folder ({exc})") from None
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file_name", "prediction"])  # ComParE's submission columns
+    writer.writerows(result.predictions)
+    files = {"predictions": folder / "predictions.csv"}
+    atomic_write(files["predictions"], lambda handle: handle.write(text.getvalue().encode()))
+    if result.labelled:
+        files["confusion"] = confusion_png(result, folder / "confusion.png")
+    return files
+
+
+def log_run(
+    uri: str, child: ChosenChild, result: Evaluation, seeds: int, files: dict[str, Path]
+) -> str:
+    """An evaluation run beside the child (tagged both ways), with its metrics and files."""
+    tags = {EVALUATES_TAG: child.run_id, ROLE_TAG: "evaluation"}
+    run_id = tracking.start_run(uri, child.experiment_id, f"evaluate-{child.run_id[:8]}", tags)
+    metrics = {}
+    if result.labelled:
+        metrics["test_uar_mean"] = statistics.fmean(result.test_uars)
+        metrics["test_uar_std"] = seed_std(result.test_uars)
+        metrics.update({f"recall/{c}": r for c, r in result.per_class_recall.items()})
+    tracking.log_values(uri, run_id, {"seeds": seeds, "epochs": child.epochs}, metrics)
+    for path in files.values():
+        tracking.log_artifact(uri, run_id, path)
+    tracking.end_run(uri, run_id)
+    tracking.set_tag(uri, child.run_id, EVALUATION_TAG, run_id)
+    return run_id
+
+
+def log_model(uri: str, run_id: str, child: ChosenChild, result: Evaluation) -> str:
+    """Seed 0's model as an MLflow model (see :mod:`automl.ship.bundle`); returns its URI."""
+    from automl.ship import bundle
+
+    meta = bundle.ModelMeta(
+        child.architecture, result.classes, result.norm_mean, result.norm_std,
+        child.frontend, child.max_seconds, child.data,
+    )  # fmt: skip
+    model_uri = bundle.log_model(uri, run_id, meta, result.state_dict, result.example)
+    tracking.set_tag(uri, run_id, MODEL_URI_TAG, model_uri)
+    return model_uri
+
+
+def register(uri: str, model_uri: str, name: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """A new version of ``name`` in the Model Registry, tagged with its test UAR."""
+    tags = {key: str(summary[key]) for key in MODEL_VERSION_TAGS if summary[key] is not None}
+    return {"name": name, "version": tracking.register_model(uri, model_uri, name, tags)}
+
+
+def seed_std(values: list[float]) -> float:
+    """The spread of the seeds' test UARs (0 for one seed)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summary(
+    child: ChosenChild, result: Evaluation, eval_run: str, files: dict[str, Path], model_uri: str
+) -> dict[str, Any]:
+    """What ``automl evaluate --json`` writes (and registers the model version with)."""
+    labelled = result.labelled
+    return {
+        "child_run_id": child.run_id,
+        "evaluation_run_id": eval_run,
+        "epochs": child.epochs,
+        "test_uar_mean": statistics.fmean(result.test_uars) if labelled else None,
+        "test_uar_std": seed_std(result.test_uars) if labelled else None,
+        "test_uars": result.test_uars,
+        "per_class_recall": result.per_class_recall,
+        "predictions": str(files["predictions"]),
+        "model_uri": model_uri,
+    }

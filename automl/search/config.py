@@ -21,6 +21,7 @@ from runtime.cli import (
     positive_int,
     retry_count,
 )
+from runtime.resources import max_wait_field
 
 
 def model_count(text: str) -> int | None:
@@ -124,15 +125,7 @@ class SearchConfig(DataOptions):
             "--trial-resource",
         ),
     )
-    max_wait: float | None = field(
-        default=None,
-        metadata=option(
-            "for a cluster that adds nodes on demand: children may wait this long (90s, 15m) "
-            "for CPUs/GPUs no node has now, while none runs. Without it, children asking for "
-            "more than any node has are refused before the search starts",
-            type=duration,
-        ),
-    )
+    max_wait: float | None = max_wait_field("children", "search")
     address: str | None = field(
         default=None, metadata=option("join this Ray cluster (default: start Ray locally)")
     )

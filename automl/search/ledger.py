@@ -9,8 +9,9 @@ duplicates in a row end the search as converged rather than spinning. A ``deadli
 (the time budget) ends it too: no child starts after it. A child stopped early (by an
 early-stopping scheduler or the deadline) is told as a partial result. The reward is the
 search's :class:`~automl.search.objective.Objective` of the child's dev UAR and costs.
-It knows nothing of Ray or MLflow: :mod:`automl.search.ray_tune` drives it, and callbacks
-report searcher updates and progress to tracking and display.
+It knows nothing of Ray or MLflow: :mod:`automl.search.ray_tune` drives it (and
+:mod:`automl.search.sequential`, in-process, one child at a time), and callbacks report
+searcher updates and progress to tracking and display.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class SearchLoop:
         max_duplicates: int = 50,
         deadline: float | None = None,
         objective: Objective | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.searcher, self.space, self.budget = searcher, space, budget
         searcher.set_budget(budget)
@@ -83,7 +85,8 @@ class SearchLoop:
         self.max_duplicates = max_duplicates
         self.duplicates_in_a_row = 0
         self.converged = False  # the searcher kept proposing children it already had
-        self.deadline = deadline  # time.time() after which no child starts
+        self.deadline = deadline  # clock() after which no child starts
+        self.clock = clock  # what the deadline and the trials' start times are read on
         self.out_of_time = False
         self.interrupted = False  # by the user (Ctrl-C): --resume continues it
         self.unplaced = 0  # children handed out that wait for a worker (no resources free)
@@ -93,7 +96,7 @@ class SearchLoop:
         """The next child to train, or None once the budget is handed out (or the searcher
         has converged: ``max_duplicates`` proposals in a row were children it already had)."""
         while self.trained < self.budget:
-            if self.deadline is not None and time.time() >= self.deadline:
+            if self.deadline is not None and self.clock() >= self.deadline:
                 self.out_of_time = True
                 return None
             if self.duplicates_in_a_row >= self.max_duplicates:
@@ -101,7 +104,8 @@ class SearchLoop:
                 return None
             proposal = self.searcher.ask()
             arch = self.space.to_architecture(proposal.values)
-            record = TrialRecord(self.next_trial, proposal.id, arch, arch_key(arch, *self.identity))
+            key = arch_key(arch, *self.identity)
+            record = TrialRecord(self.next_trial, proposal.id, arch, key, started=self.clock())
             self._add(record)
             original = self.finished.get(record.key) or self.in_flight.get(record.key)
             if original is None:

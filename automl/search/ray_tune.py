@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from typing import Any
 
 import numpy as np
 from ray import tune
-from ray.tune import Callback
 from ray.tune.execution.placement_groups import (
     PlacementGroupFactory,
     resource_dict_to_pg_factory,
@@ -35,14 +33,11 @@ from automl.data.dataset import Dataset, Split
 from automl.search.ledger import SearchLoop
 from automl.search.placement import ChildResources
 from runtime import tracking
-from runtime.errors import UserError
+from runtime.tags import ARCHITECTURE_TAG, DEVICE_TAG, ROLE_TAG
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
+from runtime.tune_grid import Waiting
 
 METRIC = "dev_uar"
-DEVICE_TAG = "automl.device"  # on a child's run: what it trained on (cpu, cuda:0)
-# Our own progress line and MLflow replace Tune's console tables and per-trial log files.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def child_trainable(
@@ -75,7 +70,7 @@ def child_trainable(
         artifacts = {"weights.pt": result.state_dict, "architecture.json": result.architecture}
         return Outcome(metrics, artifacts, {"epoch": len(result.history)})
 
-    tags = {"automl.role": "child", "automl.architecture": json.dumps(arch, sort_keys=True)}
+    tags = {ROLE_TAG: "child", ARCHITECTURE_TAG: json.dumps(arch, sort_keys=True)}
     tags[DEVICE_TAG] = str(resolve_device(train_config.device))  # a GPU it was given, used?
     run_trial(context, trial, f"child-{trial:04d}", tracking.flatten("", arch), tags, work)
 
@@ -183,80 +178,42 @@ class LoopSearcher(TuneSearcher):
             self.on_change()
 
 
-class NoNodeCame(UserError):
-    """Children waited ``--max-wait`` for resources no node had: the search stops as an
-    interrupted one (its state kept for ``--resume``), with one line."""
+@dataclass(frozen=True, kw_only=True)
+class RayOptions:
+    """How a search's children run on Ray (see :func:`run_on_ray`)."""
+
+    workers: int  # children trained at once
+    resources: ChildResources  # what each child asks Ray for
+    context: TrialContext
+    train_config: TrainConfig
+    storage: Path  # Tune's own experiment files
+    retries: int = 2  # a child whose worker dies is started again up to this many times
+    on_change: Callable[[], None] | None = None  # after every suggestion or result
+    early_stop: EarlyStop | None = None  # the scheduler that stops hopeless children
+    stop_at: float | None = None  # children running then are stopped (deadline + grace)
+    max_wait: float | None = None  # how long children may wait for a node while none runs
 
 
-class _Waiting(Callback, Stopper):
-    """Children Tune holds but cannot place (PENDING: no node has their CPUs/GPUs free),
-    counted for the progress line. With ``limit``, it ends the search once children have
-    waited that long while none runs: a cluster that adds nodes on demand added none.
-    (A Tune callback sees the trials' states; a stopper may end the experiment.)"""
-
-    def __init__(
-        self, loop: SearchLoop, on_change: Callable[[], None] | None, limit: float | None
-    ) -> None:
-        self.loop, self.on_change, self.limit = loop, on_change, limit
-        self.since: float | None = None  # since when children wait and none runs
-        self.gave_up = False
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.gave_up:  # the display keeps what the search ended on
-            return
-        waiting = sum(t.status == "PENDING" for t in trials)  # Tune's Trial.PENDING
-        running = sum(t.status == "RUNNING" for t in trials)
-        if waiting != self.loop.unplaced:
-            self.loop.unplaced = waiting
-            if self.on_change is not None:
-                self.on_change()
-        self.since = (self.since or time.time()) if waiting and not running else None
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return False
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Tune pickles its stoppers and callbacks with its experiment state; the live loop
-        and the display stay in this process (as :class:`LoopSearcher`'s do)."""
-        return {**self.__dict__, "loop": None, "on_change": None}
-
-    def stop_all(self) -> bool:
-        if self.limit is not None and self.since is not None:
-            self.gave_up = self.gave_up or time.time() - self.since >= self.limit
-        return self.gave_up
-
-
-def run_on_ray(
-    loop: SearchLoop,
-    dataset: Dataset,
-    workers: int,
-    resources: ChildResources,
-    context: TrialContext,
-    train_config: TrainConfig,
-    storage: Path,
-    retries: int = 2,
-    on_change: Callable[[], None] | None = None,
-    early_stop: EarlyStop | None = None,
-    stop_at: float | None = None,
-    max_wait: float | None = None,
-) -> None:
+def run_on_ray(loop: SearchLoop, dataset: Dataset, options: RayOptions) -> None:
     """Train the loop's children on Ray until its budget is spent (inside
-    :func:`runtime.ray_cluster.ray_session`).
-
-    A child whose worker dies is started again up to ``retries`` times. ``early_stop``:
-    the scheduler that stops hopeless children; ``workers``: children trained at once;
-    ``resources``: what each child asks Ray for; ``stop_at``: when children still running
-    after the deadline are stopped (the deadline plus its grace); ``max_wait``: how long
-    children may wait for resources while none runs."""
+    :func:`runtime.ray_cluster.ray_session`)."""
+    o = options
+    context, resources, on_change, stop_at = o.context, o.resources, o.on_change, o.stop_at
     trainable = tune.with_resources(
         tune.with_parameters(
-            child_trainable, dataset=dataset, context=context, train_config=train_config
+            child_trainable, dataset=dataset, context=context, train_config=o.train_config
         ),
         partial(_placement, resources),
     )
-    early_stop = early_stop or EarlyStop()
+    early_stop = o.early_stop or EarlyStop()
     searcher = LoopSearcher(loop, context.parent, on_change, early_stop.reason, stop_at)
-    waiting = _Waiting(loop, on_change, max_wait)
+
+    def count_waiting(waiting: int) -> None:
+        loop.unplaced = waiting
+        if on_change is not None:
+            on_change()
+
+    waiting = Waiting(o.max_wait, count_waiting)
     stoppers = [waiting, *([_Deadline(stop_at)] if stop_at else [])]
     tuner = tune.Tuner(
         trainable,
@@ -264,7 +221,7 @@ def run_on_ray(
             search_alg=searcher,
             scheduler=early_stop.scheduler(),
             num_samples=loop.budget,
-            max_concurrent_trials=workers,
+            max_concurrent_trials=o.workers,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -272,18 +229,14 @@ def run_on_ray(
             verbose=0,
             stop=CombinedStopper(*stoppers),
             callbacks=[waiting],
-            storage_path=str(storage.resolve()),
-            failure_config=tune.FailureConfig(max_failures=retries),
+            storage_path=str(o.storage.resolve()),
+            failure_config=tune.FailureConfig(max_failures=o.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     tuner.fit()
     if waiting.gave_up:
-        raise NoNodeCame(
-            f"children waited {max_wait:.0f} s (--max-wait) for a node with "
-            f"{_needs(resources)} while none ran, and none came; the search is saved: add "
-            "such a node (or ask for less) and --resume it"
-        )
+        raise waiting.give_up_message(resources, "children", "search")
     if searcher.trials and not (stop_at and time.time() >= stop_at):
         # Tune returns with children still running only when it caught SIGINT: they were
         # interrupted, not stopped; their runs are closed and --resume trains them again.
@@ -298,13 +251,6 @@ def _placement(resources: ChildResources, config: dict[str, Any]) -> PlacementGr
     return resource_dict_to_pg_factory(resources.for_child(config["architecture"]))
 
 
-def _needs(resources: ChildResources) -> str:
-    asked = " or ".join(
-        ", ".join(f"{v:g} {k}" for k, v in need.items()) for _, need in resources.requests()
-    )
-    return f"{asked} free"
-
-
 def finished_records(parent: tracking.ParentRun, trial: int | None = None) -> dict[int, dict]:
     """What the FINISHED child runs of ``parent`` (of one trial, or all) say, by trial: the
     fields of a trial record. For results the search did not hear of (its driver died, or
@@ -313,12 +259,12 @@ def finished_records(parent: tracking.ParentRun, trial: int | None = None) -> di
     for run in tracking.finished_children(parent, trial):
         tags, metrics = run.data.tags, run.data.metrics
         number = int(tags.get(tracking.TRIAL_TAG, -1))
-        if number < 0 or "automl.architecture" not in tags:
+        if number < 0 or ARCHITECTURE_TAG not in tags:
             continue
         epochs = metrics.get("epochs_trained")
         found[number] = {
             "trial": number,
-            "architecture": json.loads(tags["automl.architecture"]),
+            "architecture": json.loads(tags[ARCHITECTURE_TAG]),
             "dev_uar": metrics.get(METRIC),
             "n_params": int(metrics.get("n_params", 0)),
             "seconds": (run.info.end_time - run.info.start_time) / 1000,

@@ -4,11 +4,12 @@ Every check a user can fail (space file, searcher and its options, output path, 
 URI, data, fault spec, a saved state that does not fit) runs before Ray starts or any
 child trains, so mistakes cost seconds.
 
-The search keeps its state in ``STORAGE/EXPERIMENT/search_state.pt`` (settled
-children, searcher state, MLflow parent run), rewritten atomically after every child.
-``resume=True`` continues from it after a crash or a killed driver: finished children
-are kept and not trained again, the searcher continues from its saved state, the same
-MLflow parent run is reused, and the search ends with exactly ``trials`` children.
+The search keeps its state (:class:`~automl.search.state.SearchState`) in
+``STORAGE/EXPERIMENT/search_state.pt``, rewritten after every child. ``resume=True``
+continues from it after a crash or a killed driver: finished children are kept and not
+trained again, the searcher continues from its saved state, the same MLflow parent run is
+reused, and the search ends with exactly ``trials`` children. The job's life (checks, Ray,
+the parent run, interrupts) is :mod:`runtime.job`'s, as ``rl train``'s is.
 """
 
 from __future__ import annotations
@@ -17,45 +18,50 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from automl.child.arch import HPARAM_DEFAULTS
 from automl.child.trainer import TrainConfig
 from automl.data.dataset import Dataset
 from automl.search.config import SearchConfig
-from automl.search.ledger import DONE, RUNNING, SearchLoop
+from automl.search.ledger import DONE, SearchLoop
 from automl.search.objective import Objective, pareto_front
-from automl.search.placement import space_fields
+from automl.search.placement import ChildResources, space_fields
 from automl.search.ray_tune import (
     DEVICE_TAG,
     METRIC,
     EarlyStop,
-    NoNodeCame,
+    RayOptions,
     finished_records,
     run_on_ray,
 )
 from automl.search.searchers import Searcher, searcher_class
 from automl.search.space import SearchSpace, load_space
+from automl.search.state import STATE_FILE, SearchState
 from automl.ship import bundle
-from runtime import ray_cluster, tracking
-from runtime.cli import build_config, interrupts_held, parse_overrides, resumable_interrupts
+from runtime import tracking
+from runtime.cli import build_config, parse_overrides
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
-from runtime.files import atomic_write, check_writable, write_json
+from runtime.files import check_writable, write_json
+from runtime.job import Job, JobPlan, preflight, run_job
+from runtime.tags import (
+    BEST_CHILD_TAG,
+    CODE_VERSION_TAG,
+    DATA_FINGERPRINT_TAG,
+    DATA_TAG,
+    ENDED_TAG,
+    FRONTEND_TAG,
+    SEED_TAG,
+)
 from runtime.trial import GPUS_TAG, TrialContext
 
-STATE_FILE = "search_state.pt"
 #: what must match for --resume to continue a search (trials may grow); the searcher's
 #: own state checks its kind, its options and the space
 RESUME_KEYS = ("data", "seed", "epochs", "frontend", "task", "objective", "target")
-BEST_CHILD_TAG = "automl.best_child_run_id"  # on the parent run: its best child so far
 GRACE_SHARE, GRACE_MIN = 0.1, 10.0  # children running at the deadline: 10% more, >= 10 s
 
 
@@ -69,107 +75,131 @@ def run_search(
     early_stop = _early_stop(config, space)
     json_path = check_writable(Path(config.json), "--json") if config.json else None
     faults = FaultPlan.from_env(config.folder)
-    if config.resume and config.restart:
-        raise UserError("--resume and --restart: choose one")
-    saved = _load_state(config, searcher) if config.resume else None
-    earlier = None if config.resume else _earlier_search(config)
-    uri = tracking.resolve_uri(config.tracking_uri)
-    tracking.check_reachable(uri)
-    tracking.check_experiment(uri, config.experiment)
-    ray_cluster.check_address(config.address)
+    saved, earlier = _saved_states(config, searcher)
     resources = config.child_resources()
     resources.check_fields(space_fields(space))
-    if config.address is None and config.max_wait is None:
-        ray_cluster.check_fits(resources.requests(), None)
+    plan = JobPlan(tracking_uri=tracking.resolve_uri(config.tracking_uri),
+                   experiment=config.experiment, address=config.address,
+                   requests=resources.requests(), max_wait=config.max_wait)  # fmt: skip
+    preflight(plan)
     dataset = config.load()
     resources = replace(resources, n_features=dataset.n_features, n_classes=dataset.n_classes)
-    if saved and saved["data_fingerprint"] != dataset.fingerprint:
+    if saved and saved.data_fingerprint != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
     created = _prepare_folder(config)
     if earlier is not None:
-        _set_aside(config, earlier)
+        earlier.set_aside(config.folder / STATE_FILE)
 
-    start = time.time() - (saved["wall_seconds"] if saved else 0.0)
-    open_parent = partial(_open_parent, config, uri, space, searcher, dataset, saved)
-    with (
-        ExitStack() as after_ray,
-        ThreadPoolExecutor(max_workers=1) as pool,
-        ExitStack() as session,
-    ):
-        # A local Ray: MLflow's first import and schema set-up (seconds) overlap its start.
-        # Joining a cluster can still fail (no cluster at "auto"): join first, then open the
-        # parent run, so a failed join leaves nothing behind.
-        pending = pool.submit(open_parent) if config.address is None else None
-        try:
-            session.enter_context(ray_cluster.ray_session(config.address))
-            if config.address is not None and config.max_wait is None:
-                ray_cluster.check_fits(resources.requests(), config.address)
-        except UserError:
-            for folder in created:  # empty: nothing was written yet
-                folder.rmdir()
-            raise
-        parent = pending.result() if pending else open_parent()
-        after_ray.enter_context(resumable_interrupts())  # the search has a state from here
-        # Once Ray is down (however the search ended, a forced stop included), a run a
-        # worker opened and could not close cannot stay RUNNING.
-        after_ray.callback(tracking.close_abandoned, parent)
-        loop = SearchLoop(
-            searcher,
-            space,
-            config.trials,
-            (dataset.fingerprint, config.seed),
-            lambda metrics, step: tracking.log_parent_metrics(parent, metrics, step),
-            config.max_duplicates,
-            start + config.time_budget if config.time_budget else None,
-            objective,
-        )
+    start = time.time() - (saved.wall_seconds if saved else 0.0)
+    loop = _make_loop(config, space, searcher, objective=objective, dataset=dataset,
+                      start=start, saved=saved)  # fmt: skip
+    outcome: dict[str, Any] = {"models": {}, "gpu_unused": []}
+
+    def close(job: Job) -> tuple[dict[str, Any], dict[str, str]]:
+        finished, loop.interrupted = job.status == "FINISHED", job.status == "KILLED"
+        _save_state(config, loop, job.parent, dataset, time.time() - start, finished)
+        summary = make_summary(config, loop, job.parent, time.time() - start, **outcome)
+        if json_path:
+            write_json(json_path, summary)
+        outcome["summary"] = summary
+        return {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}, {
+            ENDED_TAG: loop.ended
+        }
+
+    open_parent = partial(_open_parent, config, plan.tracking_uri, space, searcher, dataset, saved)
+    remove_created = partial(_remove, created)  # empty: nothing was written yet
+    with run_job(plan, open_parent, close, remove_created) as job:
+        parent = job.parent
+        loop.on_update = lambda metrics, step: tracking.log_parent_metrics(parent, metrics, step)
         if saved:
-            loop.restore(saved["records"])
             orphans = finished_records(parent)  # finished after the driver died
             loop.adopt([r for t, r in orphans.items() if t not in loop.by_trial])
-
         if on_progress is not None:
             on_progress(loop)  # the search has started: show it before Tune's first child
 
-        def save_state(finished: bool = False) -> None:
-            _save_state(config, loop, searcher, parent, dataset, time.time() - start, finished)
+        def save_state() -> None:
+            _save_state(config, loop, parent, dataset, time.time() - start)
 
-        tags, data_input = _provenance(config, dataset)
-        tracking.log_dataset(parent.uri, parent.parent_run_id, data_input)
-        context = TrialContext(parent, faults, {METRIC: 0.0}, tags, data_input)
-        train_config = TrainConfig(seed=config.seed, threads=max(1, int(config.cpus_per_trial)))
-        status, models, gpu_unused = "FAILED", {}, []
-        try:
-            run_on_ray(
-                loop,
-                dataset,
-                config.workers,
-                resources,
-                context,
-                train_config,
-                config.folder / "ray",
-                config.retries,
-                _on_change(loop, parent, save_state, on_progress),
-                early_stop,
-                _stop_at(config, loop.deadline),
-                config.max_wait,
-            )
-            models = _log_models(config, loop, dataset, parent)
-            gpu_unused = _gpu_unused(parent) if resources.asks_gpus else []
-            status = "FINISHED"
-        except (KeyboardInterrupt, NoNodeCame):  # Ctrl-C, SIGTERM, or --max-wait ran out
-            status, loop.interrupted = "KILLED", True
-            raise
-        finally:
-            with interrupts_held():
-                save_state(finished=status == "FINISHED")
-                wall = time.time() - start
-                summary = make_summary(config, loop, parent, wall, models, gpu_unused)
-                files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
-                tracking.finish_parent(parent, files, status, {"automl.ended": loop.ended})
-                if json_path:
-                    write_json(json_path, summary)
-    return summary
+        on_change = _on_change(loop, parent, save_state, on_progress)
+        context = _trial_context(config, faults, dataset, parent)
+        run_on_ray(loop, dataset, _ray_options(config, resources, early_stop, context, on_change,
+                                               loop.deadline))  # fmt: skip
+        outcome["models"] = _log_models(config, loop, dataset, parent)
+        outcome["gpu_unused"] = _gpu_unused(parent) if resources.asks_gpus else []
+        job.finished()
+    return outcome["summary"]
+
+
+def _saved_states(
+    config: SearchConfig, searcher: Searcher
+) -> tuple[SearchState | None, SearchState | None]:
+    """The state to resume (``--resume``), or an earlier search's to set aside."""
+    if config.resume and config.restart:
+        raise UserError("--resume and --restart: choose one")
+    if config.resume:
+        return _load_state(config, searcher), None
+    return None, _earlier_search(config)
+
+
+def _make_loop(
+    config: SearchConfig,
+    space: SearchSpace,
+    searcher: Searcher,
+    *,
+    objective: Objective,
+    dataset: Dataset,
+    start: float,
+    saved: SearchState | None,
+) -> SearchLoop:
+    loop = SearchLoop(
+        searcher,
+        space,
+        config.trials,
+        (dataset.fingerprint, config.seed),
+        None,  # the parent run's metrics, once it is open
+        config.max_duplicates,
+        start + config.time_budget if config.time_budget else None,
+        objective,
+    )
+    if saved:
+        loop.restore(saved.records)
+    return loop
+
+
+def _trial_context(
+    config: SearchConfig, faults: FaultPlan, dataset: Dataset, parent: tracking.ParentRun
+) -> TrialContext:
+    """What every child's trial wrapper gets: the parent, faults, provenance, the corpus."""
+    tags, data_input = _provenance(config, dataset)
+    tracking.log_dataset(parent.uri, parent.parent_run_id, data_input)
+    return TrialContext(parent, faults, {METRIC: 0.0}, tags, data_input)
+
+
+def _ray_options(
+    config: SearchConfig,
+    resources: ChildResources,
+    early_stop: EarlyStop,
+    context: TrialContext,
+    on_change: Callable[[], None],
+    deadline: float | None,
+) -> RayOptions:
+    return RayOptions(
+        workers=config.workers,
+        resources=resources,
+        context=context,
+        train_config=TrainConfig(seed=config.seed, threads=max(1, int(config.cpus_per_trial))),
+        storage=config.folder / "ray",
+        retries=config.retries,
+        on_change=on_change,
+        early_stop=early_stop,
+        stop_at=_stop_at(config, deadline),
+        max_wait=config.max_wait,
+    )
+
+
+def _remove(folders: list[Path]) -> None:
+    for folder in folders:
+        folder.rmdir()
 
 
 def _gpu_unused(parent: tracking.ParentRun) -> list[int]:
@@ -241,86 +271,54 @@ def _prepare_folder(config: SearchConfig) -> list[Path]:
     return missing
 
 
-def _load_state(config: SearchConfig, searcher: Searcher) -> dict[str, Any]:
+def _load_state(config: SearchConfig, searcher: Searcher) -> SearchState:
     """The saved search, checked against this one: options, then the searcher's own state
     (its kind, its options, the space), which is loaded into ``searcher``."""
     path = config.folder / STATE_FILE
     if not path.is_file():
         raise UserError(f"--resume: no search to resume in {config.folder} (no {STATE_FILE})")
-    try:
-        saved = torch.load(path, weights_only=True)
-    except Exception as exc:  # truncated or foreign file: name it instead of a traceback
-        raise UserError(f"--resume: cannot read {path} ({exc})") from None
-    changed = [k for k in RESUME_KEYS if saved["config"].get(k) != getattr(config, k)]
+    saved = SearchState.load(path, before="--resume: ")
+    changed = [k for k in RESUME_KEYS if saved.config.get(k) != getattr(config, k)]
     if changed:
-        was = {k: saved["config"].get(k) for k in changed}
+        was = {k: saved.config.get(k) for k in changed}
         raise UserError(f"--resume: options differ from the interrupted search: {was}")
     try:
-        searcher.load_state_dict(saved["searcher"])
+        searcher.load_state_dict(saved.searcher)
     except UserError as exc:
         raise UserError(f"--resume: {exc}") from None
     return saved
 
 
-def _earlier_search(config: SearchConfig) -> dict[str, Any] | None:
+def _earlier_search(config: SearchConfig) -> SearchState | None:
     """The state an earlier search of this experiment left, if any. One that did not
     finish is continued with --resume or set aside with --restart, never overwritten."""
     path = config.folder / STATE_FILE
     if not path.is_file():
         return None
-    try:
-        saved = torch.load(path, weights_only=True)
-    except Exception as exc:  # truncated or foreign file: name it instead of a traceback
-        raise UserError(f"cannot read {path} ({exc}); move it away to start a new search") from None
-    if not _finished(saved) and not config.restart:
-        done = sum(r["duplicate_of"] is None for r in saved["records"])
+    saved = SearchState.load(path, after="; move it away to start a new search")
+    if not saved.finished and not config.restart:
         raise UserError(
-            f"--experiment {config.experiment} holds an interrupted search ({done} of "
-            f"{saved['config']['trials']} children, in {config.folder}): continue it with "
+            f"--experiment {config.experiment} holds an interrupted search ({saved.trained} of "
+            f"{saved.config['trials']} children, in {config.folder}): continue it with "
             "--resume, or start over with --restart"
         )
     return saved
 
 
-def _finished(saved: dict[str, Any]) -> bool:
-    """Whether a saved search ended. A state written before the flag existed (version
-    0.1.0 before reruns were guarded) ended if every child it asked for has settled."""
-    if "finished" in saved:
-        return bool(saved["finished"])
-    records = saved["records"]
-    trained = sum(r["duplicate_of"] is None for r in records)
-    return trained >= saved["config"]["trials"] and all(r["status"] != RUNNING for r in records)
-
-
-def _set_aside(config: SearchConfig, earlier: dict[str, Any]) -> None:
-    """Keep an earlier search's state beside the new one's; close its run if it never ended."""
-    parent = tracking.ParentRun(**earlier["search_run"])
-    if not _finished(earlier):
-        tracking.finish_parent(parent, None, "KILLED", {"automl.ended": "restarted"})
-    path = config.folder / STATE_FILE
-    path.rename(path.with_name(f"search_state.{parent.parent_run_id}.pt"))
-
-
 def _save_state(
     config: SearchConfig,
     loop: SearchLoop,
-    searcher: Searcher,
     parent: tracking.ParentRun,
     dataset: Dataset,
     wall_seconds: float,
     finished: bool = False,
 ) -> None:
-    """Atomic rewrite: a kill at any moment leaves the previous or the new state, never half."""
-    state = {
-        "finished": finished,  # False: interrupted (or still running), --resume continues it
-        "config": asdict(config),
-        "records": loop.export(),
-        "searcher": searcher.state_dict(),
-        "search_run": asdict(parent),
-        "data_fingerprint": dataset.fingerprint,
-        "wall_seconds": wall_seconds,
-    }
-    atomic_write(config.folder / STATE_FILE, lambda handle: torch.save(state, handle))
+    state = SearchState(
+        config=asdict(config), records=loop.export(), searcher=loop.searcher.state_dict(),
+        search_run=asdict(parent), data_fingerprint=dataset.fingerprint,
+        wall_seconds=wall_seconds, finished=finished,
+    )  # fmt: skip
+    state.save(config.folder / STATE_FILE)
 
 
 def _open_parent(
@@ -329,10 +327,10 @@ def _open_parent(
     space: SearchSpace,
     searcher: Searcher,
     dataset: Dataset,
-    saved: dict[str, Any] | None,
+    saved: SearchState | None,
 ) -> tracking.ParentRun:
     if saved:
-        parent = tracking.ParentRun(**saved["search_run"])
+        parent = saved.parent
         tracking.reopen(parent)
         return parent
     skip = ("json", "storage", "resume", "restart", "searcher_opt")
@@ -353,11 +351,11 @@ def _provenance(
     """What every child run records of where it came from (tags), and the corpus as the
     run's MLflow dataset input: enough to retrain it or to tell two children's data apart."""
     tags = {
-        "automl.data": config.data,
-        "automl.frontend": config.frontend,
-        "automl.data_fingerprint": dataset.fingerprint,
-        "automl.seed": str(config.seed),
-        "automl.code_version": tracking.code_version(),
+        DATA_TAG: config.data,
+        FRONTEND_TAG: config.frontend,
+        DATA_FINGERPRINT_TAG: dataset.fingerprint,
+        SEED_TAG: str(config.seed),
+        CODE_VERSION_TAG: tracking.code_version(),
     }
     profile = {k: v for k, v in dataset.summary().items() if k != "fingerprint"}
     profile["frontend"] = config.frontend

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime import tracking
 from runtime.errors import UserError
+from runtime.tags import MODEL_URI_TAG
 
 META_FILE, WEIGHTS_FILE = "meta.json", "weights.pt"
 SERVING = Path(__file__).with_name("serving.py")  # the model's code, run by MLflow on load
-MODEL_URI_TAG = "automl.model_uri"  # on a child or evaluation run: its logged MLflow model
+REQUIREMENTS = ["torch", "numpy", "pandas", "mlflow", "automl-rl"]  # what loading it needs
 
 
 @dataclass
@@ -106,20 +108,15 @@ def read_files(meta: Path, weights: Path) -> tuple[ModelMeta, dict[str, torch.Te
     return parsed, torch.load(weights, weights_only=True, map_location="cpu")
 
 
-def log_model(meta: ModelMeta, weights: dict[str, torch.Tensor], example: np.ndarray) -> str:
-    """Log the bundle as an MLflow pyfunc model into the active run (models-from-code:
+def log_model(
+    uri: str, run_id: str, meta: ModelMeta, weights: dict[str, torch.Tensor], example: np.ndarray
+) -> str:
+    """Log the bundle as an MLflow pyfunc model into run ``run_id`` (models-from-code:
     :mod:`automl.ship.serving` is the model's code; nothing is pickled); returns its URI."""
-    import mlflow
-
     with tempfile.TemporaryDirectory() as tmp:
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(SERVING),
-            artifacts=write(Path(tmp), meta, weights),
-            input_example=example,
-            pip_requirements=["torch", "numpy", "pandas", "mlflow", "automl-rl"],
+        return tracking.log_pyfunc_model(
+            uri, run_id, SERVING, write(Path(tmp), meta, weights), example, REQUIREMENTS
         )
-    return info.model_uri
 
 
 def denormalised(features: np.ndarray, meta: ModelMeta) -> np.ndarray:
@@ -132,19 +129,14 @@ def log_child_model(uri: str, run_id: str, meta: ModelMeta, example: np.ndarray)
     """Log a finished child's checkpoint as its run's MLflow model (``runs:/<id>/model``)
     and tag the run with the model's URI; a child logged before keeps its model. The run
     ends as it was (status and end time): logging it later does not change its record."""
-    import mlflow
-
-    from runtime import tracking
-
-    client = tracking.client(uri)
-    run = tracking.retry(lambda: client.get_run(run_id))
-    if MODEL_URI_TAG in run.data.tags:
-        return run.data.tags[MODEL_URI_TAG]
+    run = tracking.get_run(uri, run_id)
+    if MODEL_URI_TAG in run.tags:
+        return run.tags[MODEL_URI_TAG]
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, f"{tracking.CHECKPOINT_DIR}/{WEIGHTS_FILE}", tmp)
+        checkpoint = f"{tracking.CHECKPOINT_DIR}/{WEIGHTS_FILE}"
+        path = tracking.download_artifact(uri, run_id, checkpoint, Path(tmp))
         weights = torch.load(path, weights_only=True, map_location="cpu")
-    with tracking.using(uri), mlflow.start_run(run_id=run_id):
-        model_uri = log_model(meta, weights, example)
-        mlflow.set_tag(MODEL_URI_TAG, model_uri)
-    client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
+    model_uri = log_model(uri, run_id, meta, weights, example)
+    tracking.set_tag(uri, run_id, MODEL_URI_TAG, model_uri)
+    tracking.end_run(uri, run_id, run.status, end_time=run.end_time)
     return model_uri

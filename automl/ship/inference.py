@@ -72,15 +72,10 @@ def from_scorer(meta: ModelMeta, scorer: bundle.Scorer) -> Predictor:
 
 
 def _download(uri: str, tracking_uri: str | None, into: Path) -> Path:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     model_uri = f"models:/{uri}" if uri.startswith("m-") else uri
     try:
-        with tracking.using(tracking_uri):
-            found = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into))
-        return Path(found)
-    except (MlflowException, OSError) as exc:
+        return tracking.download_model(model_uri, tracking_uri, into)
+    except (tracking.TrackingError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"--model {uri}: cannot load it from {tracking_uri} ({first[:200]})"

@@ -2,9 +2,15 @@
 
 The life of a proposal, which is all a new searcher's author needs to know:
 
-1. ``ask()`` returns a :class:`Proposal`: an id and one value per decision of the space.
+1. ``ask()`` gives the proposal the next id (ids count up from 0; the count is part of
+   the saved state) and calls the subclass's ``_propose(proposal_id)`` with it for one
+   value per decision of the space; it returns them as a :class:`Proposal`. A subclass
+   that must remember something until the result comes back (REINFORCE the
+   log-probability it sampled with, TPE its Optuna trial, the RL searchers the episode
+   they played) keys it by the ``proposal_id`` it was given: only ``ask`` allocates ids.
    The caller may ask again before telling (several children train at once).
-2. The caller evaluates it, and ``tell(id, ...)`` reports back, in any order:
+2. The caller evaluates it, and ``tell(id, ...)`` reports back, in any order (the
+   subclass's ``_observe`` gets the :class:`Proposal` back, id and values):
 
    * ``tell(id, reward)``: the child finished; ``reward`` is its dev UAR, or the
      search's objective of it (``--objective``: dev UAR traded against a cost);
@@ -27,11 +33,12 @@ The life of a proposal, which is all a new searcher's author needs to know:
    fingerprint of the space and the searcher's options: a state refuses to load into a
    searcher over another space, of another kind, or with other options.
 
-A subclass implements ``_propose`` and ``_observe``; its options are a dataclass named
-``Config`` (what ``--searcher-opt KEY=VALUE`` sets, with the defaults written there
-only); it extends ``state_dict``/``load_state_dict`` when it keeps more state. Like
-Optuna's samplers or Ray Tune's ``Searcher``, a searcher only decides: it knows neither
-Ray nor MLflow nor how children train.
+A subclass implements ``_propose(proposal_id)`` and ``_observe(proposal, reward, status,
+repeated)``; its options are a dataclass named ``Config`` (what ``--searcher-opt
+KEY=VALUE`` sets, with the defaults written there only); it extends
+``state_dict``/``load_state_dict`` when it keeps more state. Like Optuna's samplers or
+Ray Tune's ``Searcher``, a searcher only decides: it knows neither Ray nor MLflow nor how
+children train.
 """
 
 from __future__ import annotations
@@ -93,9 +100,10 @@ class Searcher(ABC):
         self.budget = children
 
     def ask(self) -> Proposal:
-        proposal = Proposal(self.next_id, self._propose())
-        self.pending[proposal.id] = proposal.values
+        proposal_id = self.next_id
         self.next_id += 1
+        proposal = Proposal(proposal_id, self._propose(proposal_id))
+        self.pending[proposal.id] = proposal.values
         return proposal
 
     def tell(
@@ -124,7 +132,9 @@ class Searcher(ABC):
         return self.n_told - self.n_repeated
 
     @abstractmethod
-    def _propose(self) -> dict[str, Any]: ...
+    def _propose(self, proposal_id: int) -> dict[str, Any]:
+        """One value per decision, for the proposal ``ask`` numbered ``proposal_id`` (the id
+        ``tell`` will report it under)."""
 
     @abstractmethod
     def _observe(

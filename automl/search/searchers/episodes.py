@@ -64,7 +64,7 @@ class EpisodeSearcher(Searcher):
         horizon = c.explore_fraction * (self.budget or DEFAULT_BUDGET)
         return linear_schedule(c.start_epsilon, c.end_epsilon, horizon, self.n_fresh)
 
-    def _propose(self) -> dict[str, Any]:
+    def _propose(self, proposal_id: int) -> dict[str, Any]:
         obs, info = self.env.reset()
         epsilon, steps = self.epsilon(), []
         while True:
@@ -79,7 +79,7 @@ class EpisodeSearcher(Searcher):
             obs = next_obs
             if done:
                 break
-        self.playing[self.next_id] = steps
+        self.playing[proposal_id] = steps
         return self.space.values_from_indices(self.env.choices)
 
     def _observe(

@@ -36,7 +36,7 @@ class EvolutionSearcher(Searcher):
         super().__init__(space, seed, config)
         self.population: deque[tuple[dict[str, Any], float]] = deque()
 
-    def _propose(self) -> dict[str, Any]:
+    def _propose(self, proposal_id: int) -> dict[str, Any]:
         if len(self.population) < self.config.population:
             return self.random_values()
         picks = self.rng.choice(len(self.population), size=self.config.sample, replace=False)

@@ -12,7 +12,7 @@ class RandomSearcher(Searcher):
 
     name = "random"
 
-    def _propose(self) -> dict[str, Any]:
+    def _propose(self, proposal_id: int) -> dict[str, Any]:
         return self.random_values()
 
     def _observe(

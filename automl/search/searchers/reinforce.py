@@ -103,11 +103,11 @@ class ReinforceSearcher(Searcher):
         self.updates = 0
 
     @torch.no_grad()
-    def _propose(self) -> dict[str, Any]:
+    def _propose(self, proposal_id: int) -> dict[str, Any]:
         actions, log_probs, _ = self.net(None, generator=self.generator)
         values = self.space.values_from_indices(actions[0].tolist())
         active = torch.tensor(self.space.active_mask(values), dtype=torch.float32)
-        self.sampled[self.next_id] = float((log_probs[0] * active).sum())
+        self.sampled[proposal_id] = float((log_probs[0] * active).sum())
         return values
 
     def _observe(

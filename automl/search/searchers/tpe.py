@@ -44,7 +44,7 @@ class TPESearcher(Searcher):
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.config.startup)
         return optuna.create_study(direction="maximize", sampler=sampler)
 
-    def _propose(self) -> dict[str, Any]:
+    def _propose(self, proposal_id: int) -> dict[str, Any]:
         trial = self.study.ask()
         values: dict[str, Any] = {}
         for d in self.space.decisions:
@@ -52,7 +52,7 @@ class TPESearcher(Searcher):
                 values[d.name] = trial.suggest_categorical(d.name, list(d.choices))
             else:
                 values[d.name] = d.choices[0]  # irrelevant: the decision is inactive
-        self.trials[self.next_id] = trial  # the id the base class gives this proposal
+        self.trials[proposal_id] = trial
         return values
 
     def _observe(
@@ -79,7 +79,7 @@ class TPESearcher(Searcher):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.study = self._new_study(self.seed + self.next_id)  # a fresh stream after restore
+        self.study = self._new_study(self.seed + state["next_id"])  # a fresh stream after restore
         self.trials = {}
         choices = {d.name: list(d.choices) for d in self.space.decisions}
         for params, value, trial_state, partial in state["trials"]:
