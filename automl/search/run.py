@@ -78,9 +78,7 @@ def run_search(
     saved, earlier = _saved_states(config, searcher)
     resources = config.child_resources()
     resources.check_fields(space_fields(space))
-    plan = JobPlan(tracking_uri=tracking.resolve_uri(config.tracking_uri),
-                   experiment=config.experiment, address=config.address,
-                   requests=resources.requests(), max_wait=config.max_wait)  # fmt: skip
+    plan = _job_plan(config, resources.requests())
     preflight(plan)
     dataset = config.load()
     resources = replace(resources, n_features=dataset.n_features, n_classes=dataset.n_classes)
@@ -102,13 +100,11 @@ def run_search(
         if json_path:
             write_json(json_path, summary)
         outcome["summary"] = summary
-        return {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}, {
-            ENDED_TAG: loop.ended
-        }
+        files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
+        return files, {ENDED_TAG: loop.ended}
 
     open_parent = partial(_open_parent, config, plan.tracking_uri, space, searcher, dataset, saved)
-    remove_created = partial(_remove, created)  # empty: nothing was written yet
-    with run_job(plan, open_parent, close, remove_created) as job:
+    with run_job(plan, open_parent, close, partial(_remove, created)) as job:
         parent = job.parent
         loop.on_update = lambda metrics, step: tracking.log_parent_metrics(parent, metrics, step)
         if saved:
@@ -128,6 +124,12 @@ def run_search(
         outcome["gpu_unused"] = _gpu_unused(parent) if resources.asks_gpus else []
         job.finished()
     return outcome["summary"]
+
+
+def _job_plan(config: SearchConfig, requests: list[tuple[str, dict[str, float]]]) -> JobPlan:
+    uri = tracking.resolve_uri(config.tracking_uri)
+    return JobPlan(tracking_uri=uri, experiment=config.experiment, address=config.address,
+                   requests=requests, max_wait=config.max_wait)  # fmt: skip
 
 
 def _saved_states(
@@ -198,6 +200,7 @@ def _ray_options(
 
 
 def _remove(folders: list[Path]) -> None:
+    """The folders a search created, when Ray could not be started or joined (still empty)."""
     for folder in folders:
         folder.rmdir()
 
