@@ -1,6 +1,6 @@
 """The ``automl`` command: ``train`` one child, ``search`` architectures, ``compare``
-searches, ``evaluate`` a child on test, ``export`` and ``predict`` with a model, ``data``
-info.
+searches, ``evaluate`` a child on test, ``baseline`` (the challenge's SVM recipe),
+``export`` and ``predict`` with a model, ``data`` info.
 
 User mistakes (a :class:`~runtime.errors.UserError`) end as one line on stderr and exit
 code 2; anything else is a bug and keeps its traceback.
@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from automl.commands import compare, data, evaluate, export, predict, search, train
+from automl.commands import baseline, compare, data, evaluate, export, predict, search, train
 from runtime.cli import Parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="automl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (train, data, search, compare, evaluate, export, predict):
+    for command in (train, data, baseline, search, compare, evaluate, export, predict):
         command.add_parser(sub)
     return parser
 

@@ -9,7 +9,9 @@ number or an RL job's seed:
 * ``kill``: the worker process is killed with SIGKILL on the trial's first attempt (Ray
   retries it), ``killall``: on every attempt (it ends as failed);
 * ``nan``: handed to the work, which poisons its own inputs (a search's child trains on
-  NaN features, so its loss becomes NaN). Only jobs whose work knows a data fault accept it.
+  NaN features, so its loss becomes NaN); ``diverge``: a search's child has its loss made
+  NaN once, in epoch 1, so its retry after a divergence runs. Only jobs whose work knows a
+  data fault accept them.
 
 Example: ``AUTOML_FAULTS=1:raise,3:nan,4:oom automl search ...``. Unset, nothing happens.
 """
@@ -27,7 +29,7 @@ from runtime.errors import UserError
 
 ENV = "AUTOML_FAULTS"
 PROCESS_FAULTS = ("raise", "oom", "kill", "killall")
-DATA_FAULTS = ("nan",)
+DATA_FAULTS = ("nan", "diverge")
 
 
 @dataclass(frozen=True)

@@ -268,6 +268,15 @@ def start_parent(
     """Create (or find) the experiment and open the parent run of a job."""
     from mlflow.entities import Param
 
+    experiment_id = ensure_experiment(uri, experiment)
+    mlflow = client(uri)
+    run = mlflow.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: role})
+    mlflow.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return ParentRun(uri, experiment_id, run.info.run_id)
+
+
+def ensure_experiment(uri: str, experiment: str) -> str:
+    """The id of ``experiment``, created (artifacts beside a SQLite store) if need be."""
     with store_lock(uri):
         mlflow = client(uri)  # a new SQLite store gets its tables here
         found = mlflow.get_experiment_by_name(experiment)
@@ -281,9 +290,7 @@ def start_parent(
         if found is None or EXPERIMENT_KIND not in found.tags:
             # the UI opens it on its runs (MLflow 3 would guess a GenAI experiment)
             mlflow.set_experiment_tag(experiment_id, EXPERIMENT_KIND, "custom_model_development")
-    run = mlflow.create_run(experiment_id, run_name=run_name, tags={ROLE_TAG: role})
-    mlflow.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    return ParentRun(uri, experiment_id, run.info.run_id)
+    return experiment_id
 
 
 def reopen(parent: ParentRun) -> None:

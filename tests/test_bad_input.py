@@ -141,7 +141,7 @@ def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):
         (
             {"--trial-resource": "a100=1 if layers.0.width >= 80"},
             "--trial-resource 'a100=1 if layers.0.width >= 80': no child has a field "
-            "'layers.0.width' (fields: bidirectional, cell, family, params",
+            "'layers.0.width' (fields: bidirectional, cell, family, layer_norm, params",
         ),
         (
             {"--trial-resource": "a100=1 if params is big"},

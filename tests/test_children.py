@@ -40,7 +40,9 @@ def test_hyperparameters_beside_or_inside_and_zero_unit_layers_dropped():
 @pytest.mark.parametrize(
     "raw,field",
     [
-        ({"family": "mlp"}, "family"),
+        ({"family": "transformer"}, "family"),
+        ({"family": "rnn", "layers": [{"units": 8}], "subsample": 0}, "subsample"),
+        ({"family": "mlp", "layers": [{"units": 8}], "blocks": []}, "unknown field"),
         ({"family": "rnn", "layers": []}, "layers"),
         ({"family": "rnn", "layers": [{"units": -1}]}, r"layers\[0\].units"),
         (
@@ -71,7 +73,7 @@ def test_activation_cell_with_tanh_equals_torch_kernel(cell):
         ours.hidden_proj.bias.copy_(ref.bias_hh_l0)
     x = torch.randn(3, 6, 5)
     expected, _ = ref(x)
-    got, h = ours(x, torch.ones(3, 6, dtype=torch.bool))
+    got, h = ours(x, torch.full((3,), 6))
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(h, expected[:, -1])
 
@@ -91,6 +93,14 @@ ARCHS = [
         "layers": [{"units": 6, "activation": "sigmoid"}, {"units": 4, "activation": "tanh"}],
     },
     {"family": "rnn", "layers": [{"units": 0}]},
+    {
+        "family": "rnn",
+        "subsample": 3,
+        "layer_norm": True,
+        "layers": [{"units": 6, "activation": "relu"}, {"units": 4, "activation": "sigmoid"}],
+    },
+    {"family": "mlp", "layers": [{"units": 8, "activation": "relu"}]},
+    {"family": "mlp", "layers": []},
     {
         "family": "cnn",
         "blocks": [

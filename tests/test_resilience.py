@@ -68,7 +68,7 @@ def _children(summary: dict) -> dict[str, object]:
 
 
 def test_failing_children_are_recorded_and_the_search_completes(tmp_path, local_ray, monkeypatch):
-    monkeypatch.setenv("AUTOML_FAULTS", "1:raise,2:nan,3:oom")
+    monkeypatch.setenv("AUTOML_FAULTS", "1:raise,2:nan,3:oom,4:diverge")
     assert main(_args(tmp_path, 6)) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     trials = {t["trial"]: t for t in summary["trials"]}
@@ -82,6 +82,13 @@ def test_failing_children_are_recorded_and_the_search_completes(tmp_path, local_
         run = runs[t["mlflow_run_id"]]
         assert run.info.status == "FAILED" and message in run.data.tags["automl.error"]
     assert [trials[i]["status"] for i in (0, 4, 5)] == ["done"] * 3
+    # the child whose loss became NaN (the retry's NaN too: child 2) failed; child 4 diverged
+    # once, was retried from its initial weights at a tenth of its rate, and finished
+    assert "again after the retry" in trials[2]["error"]
+    note = "loss became non-finite in epoch 1: retried from its initial weights at lr 0.000"
+    assert trials[4]["note"].startswith(note)
+    assert runs[trials[4]["mlflow_run_id"]].data.metrics["diverged_epoch"] == 1
+    assert trials[0]["note"] is None
     state = torch.load(
         MlflowClient(summary["tracking_uri"]).download_artifacts(
             summary["parent_run_id"], "searcher_state.pt", str(tmp_path)

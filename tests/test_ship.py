@@ -29,6 +29,11 @@ ARCHITECTURES = {
         "family": "rnn", "cell": "lstm", "bidirectional": True, "pooling": "mean",
         "layers": [{"units": 8, "activation": "tanh"}],
     },
+    "gru relu+sigmoid, 3 frames a step, layer-normalised": {
+        "family": "rnn", "subsample": 3, "layer_norm": True,
+        "layers": [{"units": 8, "activation": "relu"}, {"units": 6, "activation": "sigmoid"}],
+    },
+    "mlp": {"family": "mlp", "layers": [{"units": 8, "activation": "relu"}]},
     "cnn": {
         "family": "cnn", "dense": [8],
         "blocks": [{"filters": 8, "kernel": 3, "pool": 2, "batch_norm": True},

@@ -7,6 +7,8 @@ MLflow and written to JSON summaries. Example (the short form is accepted as is)
 
 Hyperparameters sit in the same object or under ``"hparams"``; missing ones get defaults.
 A layer or conv block with 0 units/filters is absent, as in the reference study's space.
+``"frontend"`` (optional, any family) names the features the child reads, when a search
+space decides them; without it the child reads the command's ``--frontend``.
 """
 
 from __future__ import annotations
@@ -34,9 +36,15 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "patience": 5,  # stop after this many epochs without a better dev UAR (0: never)
 }
 SCHEDULES = ("constant", "cosine", "onecycle")
-RNN_KEYS = {"family", "cell", "layers", "bidirectional", "pooling", "hparams"}
+RNN_KEYS = {
+    "family", "cell", "layers", "bidirectional", "pooling", "subsample", "layer_norm", "hparams"
+}  # fmt: skip
+MAX_SUBSAMPLE = 8
 POOLINGS = ("last", "mean", "stats")
 CNN_KEYS = {"family", "blocks", "dense", "hparams"}
+MLP_KEYS = {"family", "layers", "hparams"}
+FAMILY_KEYS = {"rnn": RNN_KEYS, "cnn": CNN_KEYS, "mlp": MLP_KEYS}
+FRONTEND_KEY = "frontend"
 MAX_RNN_LAYERS = 5
 
 
@@ -46,18 +54,36 @@ def normalize(raw: Mapping[str, Any], where: str = "architecture") -> dict[str, 
         raise UserError(f"{where}: expected a JSON object, got {type(raw).__name__}")
     family = raw.get("family")
     hp_keys = set(HPARAM_DEFAULTS)
-    arch_keys = RNN_KEYS if family == "rnn" else CNN_KEYS if family == "cnn" else None
+    arch_keys = FAMILY_KEYS.get(family) if isinstance(family, str) else None
     if arch_keys is None:
-        raise UserError(f"{where}.family: expected 'rnn' or 'cnn', got {family!r}")
-    unknown = set(raw) - arch_keys - hp_keys
+        raise UserError(f"{where}.family: expected 'rnn', 'cnn' or 'mlp', got {family!r}")
+    unknown = set(raw) - arch_keys - hp_keys - {FRONTEND_KEY}
     if unknown:
         raise UserError(f"{where}: unknown field(s) {sorted(unknown)}")
     hparams = _hparams(
         {**{k: raw[k] for k in hp_keys & set(raw)}, **dict(raw.get("hparams", {}))}, where
     )
+    frontend = _frontend(raw, where)
     if family == "rnn":
-        return {**_rnn(raw, where), "hparams": hparams}
-    return {**_cnn(raw, where), "hparams": hparams}
+        body = _rnn(raw, where)
+    elif family == "mlp":
+        body = {"family": "mlp", "layers": _layers(raw, where, allow_none=True)}
+    else:
+        body = _cnn(raw, where)
+    return {**body, **frontend, "hparams": hparams}
+
+
+def _frontend(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    """The features the child reads, kept only when named (so architectures written
+    before the field existed keep their hash)."""
+    from automl.data.frontends import FRONTENDS
+
+    if FRONTEND_KEY not in raw:
+        return {}
+    name = raw[FRONTEND_KEY]
+    if not isinstance(name, str) or name not in FRONTENDS:
+        raise UserError(f"{where}.frontend: expected one of {sorted(FRONTENDS)}, got {name!r}")
+    return {FRONTEND_KEY: name}
 
 
 def arch_key(arch: Mapping[str, Any], *extra: Any) -> str:
@@ -71,15 +97,36 @@ def describe(arch: Mapping[str, Any]) -> str:
     if arch["family"] == "rnn":
         layers = " ".join(f"{x['units']}{x['activation'][0]}" for x in arch["layers"]) or "none"
         bi = "bi" if arch["bidirectional"] else ""
-        return f"{bi}{arch['cell']}[{layers}]"
+        stack = f"/{arch['subsample']}" if arch.get("subsample", 1) > 1 else ""
+        return f"{bi}{arch['cell']}{stack}[{layers}]"
+    if arch["family"] == "mlp":
+        layers = " ".join(f"{x['units']}{x['activation'][0]}" for x in arch["layers"]) or "linear"
+        return f"mlp[{layers}]"
     blocks = " ".join(f"{b['filters']}k{b['kernel']}" for b in arch["blocks"]) or "none"
     return f"cnn[{blocks}]"
 
 
 def _rnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     cell = _choice(raw.get("cell", "gru"), CELLS, f"{where}.cell")
-    layers_raw = raw.get("layers")
-    if not isinstance(layers_raw, list) or not layers_raw:
+    layers = _layers(raw, where, allow_none=False)
+    return {
+        "family": "rnn",
+        "cell": cell,
+        "bidirectional": _bool(raw.get("bidirectional", False), f"{where}.bidirectional"),
+        "pooling": _choice(raw.get("pooling", "stats"), POOLINGS, f"{where}.pooling"),
+        # frames stacked k at a time before the first layer (k x fewer steps)
+        "subsample": _int_range(raw.get("subsample", 1), f"{where}.subsample", 1, MAX_SUBSAMPLE),
+        # each layer's outputs normalised (LayerNorm) before the next layer reads them
+        "layer_norm": _bool(raw.get("layer_norm", False), f"{where}.layer_norm"),
+        "layers": layers,
+    }
+
+
+def _layers(raw: Mapping[str, Any], where: str, allow_none: bool) -> list[dict[str, Any]]:
+    """``{units, activation}`` layers; 0 units: the layer is absent. An MLP may have none
+    (``layers: []``, a linear model); a recurrent stack lists at least one, maybe of 0."""
+    layers_raw = raw.get("layers", [] if allow_none else None)
+    if not isinstance(layers_raw, list) or not (layers_raw or allow_none):
         raise UserError(f"{where}.layers: expected a non-empty list of {{units, activation}}")
     if len(layers_raw) > MAX_RNN_LAYERS:
         raise UserError(f"{where}.layers: at most {MAX_RNN_LAYERS} layers, got {len(layers_raw)}")
@@ -89,21 +136,9 @@ def _rnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         _only(layer, {"units", "activation"}, at)
         units = _int(layer.get("units"), f"{at}.units", minimum=0)
         if units:
-            layers.append(
-                {
-                    "units": units,
-                    "activation": _choice(
-                        layer.get("activation", "tanh"), ACTIVATIONS, f"{at}.activation"
-                    ),
-                }
-            )
-    return {
-        "family": "rnn",
-        "cell": cell,
-        "bidirectional": _bool(raw.get("bidirectional", False), f"{where}.bidirectional"),
-        "pooling": _choice(raw.get("pooling", "stats"), POOLINGS, f"{where}.pooling"),
-        "layers": layers,
-    }
+            activation = _choice(layer.get("activation", "tanh"), ACTIVATIONS, f"{at}.activation")
+            layers.append({"units": units, "activation": activation})
+    return layers
 
 
 def _cnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -175,6 +210,12 @@ def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:
 def _int(value: Any, where: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _int_range(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"{where}: expected an integer from {low} to {high}, got {value!r}")
     return value
 
 

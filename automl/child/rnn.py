@@ -14,8 +14,6 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-ACTIVATION_FNS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
-
 
 class FusedLayer(nn.Module):
     """A tanh GRU/LSTM layer on cuDNN/oneDNN kernels via packed sequences.
@@ -59,47 +57,80 @@ def _bf16_autocast(x: torch.Tensor) -> bool:
 
 
 class ActivationCell(nn.Module):
-    """One direction of a GRU/LSTM layer whose cell activation is configurable."""
+    """One direction of a GRU/LSTM layer whose cell activation is configurable.
+
+    The step loop is written for autograd's cost on the CPU, where a child spends most of
+    its time: the input projections of all steps are one matmul and ``unbind`` hands the
+    loop one step each (indexing ``x[:, t]`` would make every step's backward write a
+    gradient as large as the whole sequence); the reset and update gates are one sigmoid,
+    the interpolation one ``lerp``. No per-step mask: padding comes after a sequence's
+    last step, so it never reaches a valid output, and the final state is read at each
+    sequence's own last step."""
 
     def __init__(self, cell: str, n_in: int, units: int, activation: str) -> None:
         super().__init__()
         gates = 3 if cell == "gru" else 4
-        self.cell, self.units, self.act = cell, units, ACTIVATION_FNS[activation]
+        self.cell, self.units, self.activation = cell, units, activation
         self.input_proj = nn.Linear(n_in, gates * units)
         self.hidden_proj = nn.Linear(units, gates * units)
         bound = units**-0.5
         for p in self.parameters():  # the same initialisation as nn.GRU / nn.LSTM
             nn.init.uniform_(p, -bound, bound)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, steps, _ = x.shape
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         projected = self.input_proj(x)  # all time steps in one matmul
-        h = x.new_zeros(batch, self.units)
-        c = x.new_zeros(batch, self.units)
-        outputs = []
-        for t in range(steps):
-            gi, gh = projected[:, t], self.hidden_proj(h)
-            if self.cell == "gru":
-                h_new = self._gru_step(gi, gh, h)
-            else:
-                h_new, c_new = self._lstm_step(gi + gh, c)
-                c = torch.where(mask[:, t, None], c_new, c)
-            h = torch.where(mask[:, t, None], h_new, h)
+        out = self._gru(projected) if self.cell == "gru" else self._lstm(projected)
+        last = out.gather(1, (lengths - 1).clamp_min(0)[:, None, None].expand(-1, 1, self.units))
+        return out, last[:, 0]
+
+    def _gru(self, projected: torch.Tensor) -> torch.Tensor:
+        units, weight, bias = self.units, self.hidden_proj.weight.t(), self.hidden_proj.bias
+        h = projected.new_zeros(projected.shape[0], units)
+        steps = _steps(projected)
+        outputs: list[torch.Tensor] = []
+        for t in range(projected.shape[1]):
+            gi = steps[t] if not torch.jit.is_scripting() else projected[:, t]
+            gh = torch.addmm(bias, h, weight)
+            reset_update = torch.sigmoid(gi[:, : 2 * units] + gh[:, : 2 * units])
+            candidate = _activate(
+                gi[:, 2 * units :] + reset_update[:, :units] * gh[:, 2 * units :],
+                self.activation,
+            )
+            h = torch.lerp(candidate, h, reset_update[:, units:])
             outputs.append(h)
-        return torch.stack(outputs, dim=1) * mask[..., None], h
+        return torch.stack(outputs, dim=1)
 
-    def _gru_step(self, gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        i_r, i_z, i_n = gi.chunk(3, dim=-1)
-        h_r, h_z, h_n = gh.chunk(3, dim=-1)
-        reset = torch.sigmoid(i_r + h_r)
-        update = torch.sigmoid(i_z + h_z)
-        candidate = self.act(i_n + reset * h_n)
-        return (1 - update) * candidate + update * h
+    def _lstm(self, projected: torch.Tensor) -> torch.Tensor:
+        units, weight, bias = self.units, self.hidden_proj.weight.t(), self.hidden_proj.bias
+        h = projected.new_zeros(projected.shape[0], units)
+        c = projected.new_zeros(projected.shape[0], units)
+        steps = _steps(projected)
+        outputs: list[torch.Tensor] = []
+        for t in range(projected.shape[1]):
+            gi = steps[t] if not torch.jit.is_scripting() else projected[:, t]
+            gates = gi + torch.addmm(bias, h, weight)
+            sig = torch.sigmoid(gates)  # i, f, (g unused), o
+            g = _activate(gates[:, 2 * units : 3 * units], self.activation)
+            c = sig[:, units : 2 * units] * c + sig[:, :units] * g
+            h = sig[:, 3 * units :] * _activate(c, self.activation)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
 
-    def _lstm_step(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * self.act(g)
-        return torch.sigmoid(o) * self.act(c_new), c_new
+
+def _steps(projected: torch.Tensor) -> list[torch.Tensor]:
+    """The steps of ``[batch, steps, features]`` for the training loop; an exported model
+    (TorchScript, then an ONNX ``Loop``) indexes the steps instead, which ONNX types."""
+    if torch.jit.is_scripting():
+        return []
+    return list(projected.unbind(1))
+
+
+def _activate(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "relu":
+        return torch.relu(x)
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    return torch.tanh(x)
 
 
 class ActivationLayer(nn.Module):
@@ -116,13 +147,14 @@ class ActivationLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         steps = torch.arange(x.shape[1], device=x.device)
-        mask = steps[None, :] < lengths[:, None]
-        out, h = self.forward_cell(x, mask)
+        mask = (steps[None, :] < lengths[:, None])[..., None]
+        out, h = self.forward_cell(x, lengths)
         if self.backward_cell is None:
-            return out, h
+            return out * mask, h
         reverse = _reverse_index(lengths, steps)
-        out_b, h_b = self.backward_cell(_gather_steps(x, reverse), mask)
-        return torch.cat([out, _gather_steps(out_b, reverse)], dim=-1), torch.cat([h, h_b], dim=-1)
+        out_b, h_b = self.backward_cell(_gather_steps(x, reverse), lengths)
+        out = torch.cat([out, _gather_steps(out_b, reverse)], dim=-1)
+        return out * mask, torch.cat([h, h_b], dim=-1)
 
 
 def _reverse_index(lengths: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -135,8 +167,28 @@ def _gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
+class Normalised(nn.Module):
+    """A recurrent layer whose outputs are layer-normalised over their features (the final
+    state, read by ``last`` pooling, stays as the cell left it)."""
+
+    def __init__(self, layer: nn.Module, features: int) -> None:
+        super().__init__()
+        self.layer, self.norm = layer, nn.LayerNorm(features)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, last = self.layer(x, lengths)
+        return self.norm(out), last
+
+
 class RNNClassifier(nn.Module):
     """Stacked recurrent layers, then a pooling over time into a linear head.
+
+    ``subsample`` k > 1 stacks k consecutive frames into one before the first layer (as
+    speech models subsample: k times fewer steps for every layer, a step loop's cost and
+    the distance gradients travel both cut by k). ``layer_norm`` normalises each layer's
+    outputs over their features before the next layer (and the pooling) reads them, so a
+    stack of in-cell ReLU or sigmoid layers, whose outputs are unbounded or all positive,
+    hands every layer inputs of one scale.
 
     ``pooling``: ``last``, the last layer's final state; ``mean``, its outputs averaged
     over the valid steps; ``stats``, their mean and standard deviation (statistics
@@ -148,7 +200,8 @@ class RNNClassifier(nn.Module):
     def __init__(self, arch: dict, n_features: int, n_classes: int) -> None:
         super().__init__()
         directions = 2 if arch["bidirectional"] else 1
-        layers, n_in = [], n_features
+        self.subsample = arch.get("subsample", 1)
+        layers, n_in = [], n_features * self.subsample
         for spec in arch["layers"]:
             if spec["activation"] == "tanh":
                 layers.append(FusedLayer(arch["cell"], n_in, spec["units"], arch["bidirectional"]))
@@ -159,12 +212,16 @@ class RNNClassifier(nn.Module):
                     )
                 )
             n_in = spec["units"] * directions
+            if arch.get("layer_norm"):
+                layers[-1] = Normalised(layers[-1], n_in)
         self.layers = nn.ModuleList(layers)
         self.pooling = arch["pooling"] if layers or arch["pooling"] != "last" else "mean"
         self.dropout = nn.Dropout(arch["hparams"]["dropout"])
         self.head = nn.Linear(n_in * (2 if self.pooling == "stats" else 1), n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.subsample > 1:
+            x, lengths = stack_frames(x, lengths, self.subsample)
         last = x
         for layer in self.layers:
             x, last = layer(x, lengths)
@@ -172,6 +229,19 @@ class RNNClassifier(nn.Module):
         if self.pooling == "last":
             return self.head(self.dropout(last))
         return self.head(self.dropout(_pool(x, lengths, self.pooling == "stats")))
+
+
+def stack_frames(
+    x: torch.Tensor, lengths: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[batch, steps, features]`` -> ``[batch, ceil(steps / k), k * features]``: each new
+    step holds k consecutive frames (the last one zero-padded); any length works, a
+    sequence shorter than k becomes one step."""
+    batch, steps, features = x.shape
+    pad = (k - steps % k) % k
+    if pad:
+        x = torch.cat([x, x.new_zeros(batch, pad, features)], dim=1)
+    return x.reshape(batch, (steps + pad) // k, k * features), (lengths + k - 1) // k
 
 
 def _pool(x: torch.Tensor, lengths: torch.Tensor, with_std: bool) -> torch.Tensor:

@@ -32,6 +32,7 @@ from runtime.process import configure_process
 
 EVAL_BATCH = 256
 LATENCY_SAMPLES = 10
+RETRY_LR_FACTOR = 0.1  # a diverged child's one retry runs at this share of its learning rate
 
 
 @dataclass
@@ -49,6 +50,12 @@ class TrainConfig:
     threads: int | None = field(
         default=None, metadata=option("torch CPU threads (default: torch's)", type=positive_int)
     )
+    # train under the schedule of all the epochs but stop after this one, keeping its weights:
+    # how `automl evaluate` retrains the epoch a search kept with the search's own recipe
+    stop_after: int | None = None
+    # fault injection (the ``diverge`` fault): this epoch's loss is made NaN once, so the
+    # retry after a divergence runs on a real trainer; None in every real run
+    inject_nan_epoch: int | None = None
 
 
 @dataclass
@@ -75,6 +82,9 @@ class ChildResult:
     latency_ms: float
     device: str
     history: list[EpochStats] = field(default_factory=list)
+    # a divergence survived: {"epoch": where the loss became non-finite, "from_epoch": the
+    # epoch whose weights training went on from (0: the initial ones), "lr": the new rate}
+    retry: dict[str, Any] | None = None
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -121,7 +131,12 @@ def train_child(
     """Train ``architecture`` on ``data``'s train split and return its best dev-UAR epoch.
 
     ``select_on_dev`` False: the last epoch's model of a fixed number of epochs, with no
-    devel split needed (the ComParE protocol's final training on train + devel)."""
+    devel split needed (the ComParE protocol's final training on train + devel).
+
+    A loss that becomes NaN or infinite does not end the child at once: it goes back to
+    its best epoch's weights (its initial ones before any) and trains the epochs left at
+    ``RETRY_LR_FACTOR`` of its rate, which a child that a high rate threw off usually
+    survives; ``result.retry`` says so. A second divergence raises ``FloatingPointError``."""
     config = config or TrainConfig()
     arch = normalize(architecture)
     hp = arch["hparams"]
@@ -139,22 +154,30 @@ def train_child(
         count_parameters(model),
         _latency_ms(model, train if dev is None else dev, device, amp),
     )
-    optimizer = make_optimizer(hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"])
-    total_steps = epochs * steps_per_epoch(len(train.labels), hp["batch_size"])
-    schedule = make_schedule(hp["schedule"], optimizer, hp["lr"], total_steps)
+    steps = steps_per_epoch(len(train.labels), hp["batch_size"])
+    optimizer, schedule = _optimizer(model, hp, hp["lr"], epochs * steps)
     weights = (
         class_weights(train.labels, data.n_classes).to(device) if hp["class_weighted"] else None
     )
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     shuffle = torch.Generator().manual_seed(config.seed)
 
-    best_uar, best_epoch, best_state, history = -1.0, 0, None, []
+    best_uar, best_epoch, best_state, history = -1.0, 0, _weights(model), []
+    retry, epoch = None, 0
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    last = min(epochs, config.stop_after or epochs)
+    while epoch < last:
+        epoch += 1
         t0 = time.perf_counter()
         loss = _train_epoch(model, train, hp, optimizer, schedule, loss_fn, amp, device, shuffle)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} in epoch {epoch}")
+        if config.inject_nan_epoch == epoch and retry is None:
+            loss = float("nan")
+        if not np.isfinite(loss):  # once: back to the best weights, on at a lower rate
+            retry = _retry_after(loss, epoch, retry, best_epoch, hp["lr"])
+            model.load_state_dict(best_state)
+            optimizer, schedule = _optimizer(model, hp, retry["lr"], (epochs - epoch + 1) * steps)
+            epoch -= 1
+            continue
         dev_uar = (
             uar(dev.labels.numpy(), predict(model, dev, device, amp)) if dev is not None else np.nan
         )
@@ -171,7 +194,7 @@ def train_child(
             break
     train_seconds = time.perf_counter() - start
     if dev is None:  # nothing to select on: the model as training left it
-        best_uar, best_epoch, best_state = np.nan, epochs, _weights(model)
+        best_uar, best_epoch, best_state = np.nan, epoch, _weights(model)
 
     model.load_state_dict(best_state)
     return ChildResult(
@@ -184,8 +207,39 @@ def train_child(
         latency_ms=latency_ms,
         device=str(device),
         history=history,
+        retry=retry,
         state_dict=best_state,
     )
+
+
+def _retry_after(
+    loss: float, epoch: int, retry: dict[str, Any] | None, best_epoch: int, lr: float
+) -> dict[str, Any]:
+    """The retry of a child whose loss became ``loss``; its failure if it was retried."""
+    if retry is not None:
+        raise FloatingPointError(
+            f"training loss became {loss} in epoch {epoch}, again after the retry from "
+            f"{_retry_start(retry)} at lr {retry['lr']:g}"
+        )
+    return {"epoch": epoch, "from_epoch": best_epoch, "lr": lr * RETRY_LR_FACTOR}
+
+
+def retry_note(retry: dict[str, Any]) -> str:
+    """How a child that diverged once went on, in words (summaries, leaderboards)."""
+    return (
+        f"loss became non-finite in epoch {retry['epoch']}: retried from "
+        f"{_retry_start(retry)} at lr {retry['lr']:g}"
+    )
+
+
+def _retry_start(retry: dict[str, Any]) -> str:
+    return f"epoch {retry['from_epoch']}" if retry["from_epoch"] else "its initial weights"
+
+
+def _optimizer(model: nn.Module, hp: dict[str, Any], lr: float, total_steps: int):
+    """The optimizer and its schedule, peaking at ``lr`` over ``total_steps`` batches."""
+    optimizer = make_optimizer(hp["optimizer"], model.parameters(), lr, hp["weight_decay"])
+    return optimizer, make_schedule(hp["schedule"], optimizer, lr, total_steps)
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:

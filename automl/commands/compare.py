@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automl.report import compare
+    from automl.report import baseline, compare
     from runtime import tracking
 
     config = from_args(CompareConfig, args)
@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     paths = compare.plot(searches, Path(config.plots))
     compare.log_plots(uri, searches, paths)
     Console().print(_table(config.experiment, len(searches), board))
+    baselines = baseline.latest(uri, tracking.find_experiment(uri, config.experiment))
+    for found in baselines:
+        print(f"{found.describe()} (MLflow run {found.run_id})")
     print(f"plots: {', '.join(str(p) for p in paths)} (also in each search's MLflow run)")
     if config.json:
         searches_json = [
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         ]  # fmt: skip
         payload = {"experiment": config.experiment, "tracking_uri": uri,
                    "searches": searches_json, "leaderboard": board,
+                   "baselines": [vars(b) for b in baselines],
                    "plots": [str(p) for p in paths]}  # fmt: skip
         write_json(Path(config.json), payload)
     return 0

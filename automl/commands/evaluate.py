@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from automl.data.prepare import load_dataset
-    from automl.report import evaluate
+    from automl.report import baseline, evaluate
     from runtime import tracking
 
     config = from_args(EvaluateConfig, args)
@@ -74,9 +74,13 @@ def run(args: argparse.Namespace) -> int:
     if result.labelled:
         print(
             f"test UAR {summary['test_uar_mean']:.4f} +- {summary['test_uar_std']:.4f} "
-            f"({config.seeds} seeds, train+devel, {child.epochs} epochs); per class: "
+            f"({config.seeds} seeds, train+devel, epoch {child.epochs} of "
+            f"{child.architecture['hparams']['epochs']} under its "
+            f"{child.architecture['hparams']['schedule']} schedule); per class: "
             + ", ".join(f"{c} {r:.3f}" for c, r in result.per_class_recall.items())
         )
+        for found in baseline.latest(uri, child.experiment_id):
+            print(f"beside it: {found.describe()}")
     else:
         print("the corpus has no test labels: no test UAR; predictions written for submission")
     print(f"predictions: {files['predictions']}; MLflow run {eval_run}")

@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
             f"their runs' tags {GPUS_TAG} and {DEVICE_TAG} say which",
             soft_wrap=True,
         )
+    _print_baselines(console, summary)
+    for t in summary["trials"]:
+        if t.get("note"):
+            console.print(f"child {t['trial']}: {t['note']}", soft_wrap=True)
     best = summary["best"]
     if best:
         reward = f"best reward {best['reward']:.4f}, " if summary["objective"] != "uar" else "best "
@@ -63,6 +67,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print(f"MLflow UI: {uri}", soft_wrap=True)
     return 0
+
+
+def _print_baselines(console: Console, summary: dict[str, Any]) -> None:
+    """The experiment's challenge baselines (``automl baseline``), beside the best child."""
+    from automl.report import baseline
+
+    best = summary["best"]
+    for found in baseline.latest(summary["tracking_uri"], summary["experiment_id"]):
+        versus = ""
+        if best:
+            delta = best["dev_uar"] - found.dev_uar
+            versus = f"; the best child is {delta:+.4f} on dev"
+        console.print(f"{found.describe()}{versus}", soft_wrap=True)
 
 
 class ProgressLine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from automl.child.trainer import TrainConfig
@@ -31,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     for option in ("json", "save_model"):
         if getattr(args, option):
             check_writable(getattr(args, option), "--" + option.replace("_", "-"))
-    dataset = from_args(DataOptions, args).load()
+    options = from_args(DataOptions, args)
+    if arch.get("frontend"):  # the architecture names the features it reads
+        options = replace(options, frontend=arch["frontend"])
+    dataset = options.load()
     config = from_args(TrainConfig, args)
     result = train_child(arch, dataset, config)
     summary = {**result.to_json(), "data": dataset.name, "seed": config.seed}

@@ -74,3 +74,23 @@ class Dataset:
             "counts": counts,
             "fingerprint": self.fingerprint,
         }
+
+
+@dataclass
+class Features:
+    """A corpus under every frontend a search's children read: ``default`` (the command's
+    ``--frontend``) and those the space decides between. Plain data, as :class:`Dataset`."""
+
+    default: str
+    by_frontend: dict[str, Dataset]
+
+    def frontend_of(self, architecture: dict) -> str:
+        return architecture.get("frontend") or self.default
+
+    def of(self, architecture: dict) -> Dataset:
+        """The dataset the child with this (canonical) architecture trains on."""
+        return self.by_frontend[self.frontend_of(architecture)]
+
+    @property
+    def primary(self) -> Dataset:
+        return self.by_frontend[self.default]

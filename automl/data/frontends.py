@@ -119,8 +119,22 @@ class MFCC:
 
 
 @dataclass(frozen=True)
+class MFCCFunctionals(MFCC):
+    """One vector per file: the MFCC frames' mean, standard deviation and 1st, 50th and
+    99th percentiles per coefficient (the functionals a linear baseline takes)."""
+
+    def config(self) -> dict:
+        return {"kind": "mfcc-functionals", **_settings(self)}
+
+    def extract(self, path: Path) -> np.ndarray:
+        frames = super().extract(path)
+        stats = [frames.mean(0), frames.std(0), *np.percentile(frames, [1, 50, 99], axis=0)]
+        return np.concatenate(stats)[None, :].astype(np.float32)
+
+
+@dataclass(frozen=True)
 class OpenSmile:
-    """openSMILE ComParE_2016 LLDs (frames) or eGeMAPS functionals (one vector)."""
+    """openSMILE features: low-level descriptors (frames) or functionals (one vector)."""
 
     feature_set: str = "ComParE_2016"
     level: str = "lld"
@@ -156,9 +170,15 @@ class OpenSmile:
 FRONTENDS = {
     "mfcc": MFCC,
     "logmel": LogMel,
+    "mfcc-functionals": MFCCFunctionals,
     "compare-lld": partial(OpenSmile, "ComParE_2016", "lld"),
+    "egemaps-lld": partial(OpenSmile, "eGeMAPSv02", "lld"),
+    # utterance-level functionals: one vector per file (the challenge baseline's input)
+    "compare": partial(OpenSmile, "ComParE_2016", "functionals"),
     "egemaps": partial(OpenSmile, "eGeMAPSv02", "functionals"),
 }
+#: frontends that give one vector per file rather than a sequence of frames
+FUNCTIONALS = ("mfcc-functionals", "compare", "egemaps")
 
 
 def _settings(frontend: object) -> dict:

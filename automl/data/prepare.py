@@ -28,14 +28,21 @@ class DataOptions:
     """Which corpus and features: the options every ``automl`` command that trains shares."""
 
     data: str = field(
-        metadata=option("synth-cry (built in), digits (built in) or compare:DIR (ComParE layout)")
+        metadata=option(
+            "synth-cry, synth-cry-long (2-5 s utterances), digits (built in) or compare:DIR "
+            "(ComParE layout)"
+        )
     )
     task: str | None = field(
         default=None, metadata=option("task name when DIR/lab holds several <task>.tsv files")
     )
     frontend: str = field(
         default="mfcc",
-        metadata=option("mfcc, logmel, compare-lld, egemaps (opensmile extra) or csv:PATH"),
+        metadata=option(
+            "frames: mfcc, logmel, compare-lld, egemaps-lld; one vector per file: "
+            "mfcc-functionals, compare, egemaps (ComParE_2016 / eGeMAPS functionals); "
+            "compare* and egemaps* need the opensmile extra; or csv:PATH"
+        ),
     )
 
     max_seconds: float | None = field(
@@ -66,11 +73,9 @@ def load_dataset(
         return _normalise(_digits())
     if cache_dir is None:
         synth.check_cache_root()
-    if data == synth.NAME:
-        corpus_dir = synth.ensure_corpus()
-        return load_dataset(
-            f"compare:{corpus_dir}", frontend, task or synth.NAME, cache_dir, max_seconds
-        )
+    if data in synth.CORPORA:
+        corpus_dir = synth.ensure_corpus(spec=synth.CORPORA[data])
+        return load_dataset(f"compare:{corpus_dir}", frontend, task or data, cache_dir, max_seconds)
     if data.startswith("compare:"):
         from_csv = frontend.startswith("csv:")
         corpus = corpus_mod.load_compare(data.split(":", 1)[1], task, need_audio=not from_csv)
@@ -81,7 +86,9 @@ def load_dataset(
             raw = _extract_cached(corpus, chosen, cache_dir)
             _report_long_files(corpus, raw, max_seconds)
         return _normalise(raw)
-    raise UserError(f"unknown --data {data!r}; use synth-cry, digits or compare:DIR")
+    raise UserError(
+        f"unknown --data {data!r}; use {', '.join(synth.CORPORA)}, digits or compare:DIR"
+    )
 
 
 def _report_long_files(

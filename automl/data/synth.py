@@ -1,4 +1,5 @@
-"""`synth-cry`: a deterministic, generated infant-vocalisation corpus in the ComParE layout.
+"""`synth-cry` and `synth-cry-long`: deterministic, generated infant-vocalisation corpora in the
+ComParE layout (utterances of 1-2.5 s, and of 2-5 s as ComParE's speaker-state corpora have).
 
 Why generate rather than ship: nothing may be downloaded at run time, and a corpus that
 looks like the Crying sub-challenge (three mood classes, about 70/20/10, speaker-disjoint
@@ -23,14 +24,37 @@ from scipy import signal
 
 from runtime.errors import UserError
 
-NAME = "synth-cry"
-VERSION = 1
 SAMPLE_RATE = 16000
 CLASSES = ("neutral", "fussing", "crying")
-CLASS_PRIORS = (0.7, 0.2, 0.1)
-#: speakers per partition and utterances per speaker
-SPEAKERS = {"train": 24, "devel": 12, "test": 12}
-UTTERANCES_PER_SPEAKER = 12
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """What a generated corpus is made of; its name and version name its folder."""
+
+    name: str
+    version: int
+    priors: tuple[float, float, float]  # of CLASSES
+    speakers: tuple[tuple[str, int], ...]  # speakers per partition
+    utterances_per_speaker: int
+    seconds: tuple[float, float]  # utterance duration range
+
+
+#: the Crying-like default: utterances of 1-2.5 s, 70/20/10
+SYNTH_CRY = CorpusSpec(
+    "synth-cry", 1, (0.7, 0.2, 0.1), (("train", 24), ("devel", 12), ("test", 12)), 12, (1.0, 2.5)
+)
+#: speaker states at the length ComParE corpora have: utterances of 2-5 s, 50/30/20
+SYNTH_CRY_LONG = CorpusSpec(
+    "synth-cry-long",
+    1,
+    (0.5, 0.3, 0.2),
+    (("train", 30), ("devel", 12), ("test", 12)),
+    15,
+    (2.0, 5.0),
+)
+CORPORA = {spec.name: spec for spec in (SYNTH_CRY, SYNTH_CRY_LONG)}
+NAME = SYNTH_CRY.name
 
 
 @dataclass(frozen=True)
@@ -82,15 +106,15 @@ def check_cache_root() -> Path:
     return root
 
 
-def ensure_corpus(root: Path | None = None) -> Path:
+def ensure_corpus(root: Path | None = None, spec: CorpusSpec = SYNTH_CRY) -> Path:
     """Write the corpus once (atomically, so concurrent processes never see half of it)."""
-    target = (root or default_root() / "corpora") / f"{NAME}-v{VERSION}"
+    target = (root or default_root() / "corpora") / f"{spec.name}-v{spec.version}"
     if (target / ".complete").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
     try:
-        write_corpus(tmp)
+        write_corpus(tmp, spec)
         (tmp / ".complete").write_text("ok\n")
         os.replace(tmp, target)
     except OSError:
@@ -101,35 +125,37 @@ def ensure_corpus(root: Path | None = None) -> Path:
     return target
 
 
-def write_corpus(root: Path, seed: int = 2018) -> None:
+def write_corpus(root: Path, spec: CorpusSpec = SYNTH_CRY, seed: int = 2018) -> None:
     """Generate every utterance and both label files under ``root``."""
     rng = np.random.default_rng(seed)
     (root / "wav").mkdir(parents=True)
     (root / "lab").mkdir()
     public, confidential = ["file_name\tlabel"], ["file_name\tlabel"]
-    for part, n_speakers in SPEAKERS.items():
-        labels = _partition_labels(rng, n_speakers * UTTERANCES_PER_SPEAKER)
+    for part, n_speakers in spec.speakers:
+        labels = _partition_labels(rng, n_speakers * spec.utterances_per_speaker, spec.priors)
         index = 0
         for _ in range(n_speakers):
             speaker = _sample_speaker(rng)
-            for _ in range(UTTERANCES_PER_SPEAKER):
+            for _ in range(spec.utterances_per_speaker):
                 index += 1
                 name = f"{part}_{index:04d}.wav"
                 mood = labels[index - 1]
-                audio = synthesize(rng, speaker, MOODS[mood])
+                audio = synthesize(rng, speaker, MOODS[mood], spec.seconds)
                 sf.write(root / "wav" / name, audio, SAMPLE_RATE, subtype="PCM_16")
                 if part == "test":
                     public.append(f"{name}\t")
                     confidential.append(f"{name}\t{mood}")
                 else:
                     public.append(f"{name}\t{mood}")
-    (root / "lab" / f"{NAME}.tsv").write_text("\n".join(public) + "\n")
-    (root / "lab" / f"{NAME}_confidential.tsv").write_text("\n".join(confidential) + "\n")
+    (root / "lab" / f"{spec.name}.tsv").write_text("\n".join(public) + "\n")
+    (root / "lab" / f"{spec.name}_confidential.tsv").write_text("\n".join(confidential) + "\n")
 
 
-def _partition_labels(rng: np.random.Generator, n: int) -> list[str]:
+def _partition_labels(
+    rng: np.random.Generator, n: int, priors: tuple[float, float, float]
+) -> list[str]:
     """Exact class shares per partition (then shuffled), so every class is present."""
-    counts = [round(p * n) for p in CLASS_PRIORS[1:]]
+    counts = [round(p * n) for p in priors[1:]]
     labels = [CLASSES[0]] * (n - sum(counts))
     for cls, count in zip(CLASSES[1:], counts, strict=True):
         labels += [cls] * count
@@ -146,9 +172,11 @@ def _sample_speaker(rng: np.random.Generator) -> _Speaker:
     )
 
 
-def synthesize(rng: np.random.Generator, speaker: _Speaker, mood: _Mood) -> np.ndarray:
-    """One utterance: voiced segments separated by pauses, 1-2.5 s, peak-normalised."""
-    duration = rng.uniform(1.0, 2.5)
+def synthesize(
+    rng: np.random.Generator, speaker: _Speaker, mood: _Mood, seconds: tuple[float, float]
+) -> np.ndarray:
+    """One utterance: voiced segments separated by pauses, peak-normalised."""
+    duration = rng.uniform(*seconds)
     n = int(duration * SAMPLE_RATE)
     out = np.zeros(n)
     t = float(rng.uniform(0.0, 0.2))

@@ -1,5 +1,6 @@
 """The ComParE protocol for a searched child: retrain its architecture on train + devel
-with several seeds, for the epochs its search chose, and score it once on test.
+with several seeds, with the recipe its search trained it with (the same epochs and
+learning-rate schedule) up to the epoch its search kept, and score it once on test.
 
 The test partition is seen only here, after the choice: no epoch or seed is selected on
 it. Normalisation is refit on train + devel (the data the final model learns from).
@@ -137,10 +138,9 @@ def evaluate(child: ChosenChild, data: Dataset, seeds: int, device: str = "auto"
     result.example = (first * final.norm_std + final.norm_mean).astype(np.float32)
     recalls = []
     for seed in range(seeds):
-        trained = train_child(
-            child.architecture, final, TrainConfig(epochs=child.epochs, seed=seed, device=device),
-            select_on_dev=False,
-        )  # fmt: skip
+        # the search's recipe (its epochs, its schedule over them), stopped at the kept epoch
+        config = TrainConfig(stop_after=child.epochs, seed=seed, device=device)
+        trained = train_child(child.architecture, final, config, select_on_dev=False)
         model = build_model(normalize(child.architecture), final.n_features, final.n_classes)
         model.load_state_dict(trained.state_dict)
         target = resolve_device(device)
@@ -162,18 +162,23 @@ def evaluate(child: ChosenChild, data: Dataset, seeds: int, device: str = "auto"
     return result
 
 
-def confusion_png(evaluation: Evaluation, path: Path) -> Path:
-    """The confusion matrix summed over seeds, as a PNG (scikit-learn's display)."""
+def confusion_png(confusion: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
+    """The confusion matrix as a PNG (scikit-learn's display): each row normalised to the
+    recall of its true class (UAR is their diagonal's mean), the counts beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    display = ConfusionMatrixDisplay(evaluation.confusion, display_labels=evaluation.classes)
-    figure, axes = plt.subplots(figsize=(5, 4.5))
-    display.plot(ax=axes, colorbar=False)
-    axes.set_title(f"test, {len(evaluation.test_uars)} seeds summed")
+    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    display = ConfusionMatrixDisplay(rows, display_labels=classes)
+    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    display.plot(ax=axes, colorbar=True, values_format=".2f", im_kw={"vmin": 0, "vmax": 1})
+    for (i, j), text in np.ndenumerate(display.text_):
+        text.set_text(f"{rows[i, j]:.2f}\n({confusion[i, j]})")
+    axes.set_title(title)
+    axes.set_ylabel("true class (row: its recall)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -184,6 +189,19 @@ def confusion_png(evaluation: Evaluation, path: Path) -> Path:
 def write_files(result: Evaluation, folder: Path) -> dict[str, Path]:
     """``predictions.csv`` (ComParE's submission columns) and, with test labels,
     ``confusion.png`` in ``folder``; returns them by name."""
+    title = f"test, {len(result.test_uars)} seeds summed"
+    confusion = result.confusion if result.labelled else None
+    return write_outputs(folder, result.predictions, confusion, result.classes, title)
+
+
+def write_outputs(
+    folder: Path,
+    predictions: list[tuple[str, str]],
+    confusion: np.ndarray | None,
+    classes: list[str],
+    title: str,
+) -> dict[str, Path]:
+    """``predictions.csv`` and, given a confusion matrix, ``confusion.png`` in ``folder``."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -191,11 +209,11 @@ def write_files(result: Evaluation, folder: Path) -> dict[str, Path]:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["file_name", "prediction"])  # ComParE's submission columns
-    writer.writerows(result.predictions)
+    writer.writerows(predictions)
     files = {"predictions": folder / "predictions.csv"}
     atomic_write(files["predictions"], lambda handle: handle.write(text.getvalue().encode()))
-    if result.labelled:
-        files["confusion"] = confusion_png(result, folder / "confusion.png")
+    if confusion is not None:
+        files["confusion"] = confusion_png(confusion, classes, title, folder / "confusion.png")
     return files
 
 

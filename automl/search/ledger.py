@@ -44,6 +44,7 @@ class TrialRecord:
     epochs: int | None = None  # epochs it trained (fewer than asked when stopped early)
     reward: float | None = None  # the objective of its dev UAR and costs
     error: str | None = None  # why it failed, or why it was stopped
+    note: str | None = None  # what else the child went through (a retry after divergence)
     adopted: bool = False  # finished after the driver died; the searcher never saw it
     duplicate_of: int | None = None  # the trial that trained this child, when a duplicate
     started: float = field(default_factory=time.time)
@@ -160,12 +161,13 @@ class SearchLoop:
         dev_uar: float,
         seconds: float,
         mlflow_run_id: str | None = None,
+        note: str | None = None,
         **costs: Any,
     ) -> None:
         """``costs``: ``n_params``, ``latency_ms``, ``epochs`` as the child reported them."""
         record = self.by_trial[trial]
         record.status, record.dev_uar, record.seconds = DONE, dev_uar, seconds
-        record.mlflow_run_id = mlflow_run_id
+        record.mlflow_run_id, record.note = mlflow_run_id, note
         self._settle(record, **costs)
 
     def child_stopped(

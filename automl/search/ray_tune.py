@@ -28,12 +28,18 @@ from ray.tune.execution.placement_groups import (
 from ray.tune.search import Searcher as TuneSearcher
 from ray.tune.stopper import CombinedStopper, Stopper
 
-from automl.child.trainer import EpochStats, TrainConfig, resolve_device, train_child
-from automl.data.dataset import Dataset, Split
+from automl.child.trainer import (
+    EpochStats,
+    TrainConfig,
+    resolve_device,
+    retry_note,
+    train_child,
+)
+from automl.data.dataset import Dataset, Features, Split
 from automl.search.ledger import SearchLoop
 from automl.search.placement import ChildResources
 from runtime import tracking
-from runtime.tags import ARCHITECTURE_TAG, DEVICE_TAG, ROLE_TAG
+from runtime.tags import ARCHITECTURE_TAG, DEVICE_TAG, FRONTEND_TAG, ROLE_TAG
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 from runtime.tune_grid import Waiting
 
@@ -41,14 +47,18 @@ METRIC = "dev_uar"
 
 
 def child_trainable(
-    config: dict[str, Any], dataset: Dataset, context: TrialContext, train_config: TrainConfig
+    config: dict[str, Any], features: Features, context: TrialContext, train_config: TrainConfig
 ) -> None:
     """Runs in a Ray worker: train one child, its epochs logged to its nested MLflow run."""
     trial, arch = config["trial"], config["architecture"]
+    dataset = features.of(arch)
 
     def work(handle: Trial) -> Outcome:
         data = _poisoned(dataset) if handle.fault == "nan" else dataset
-        epochs = train_config.epochs or arch["hparams"]["epochs"]
+        config = train_config
+        if handle.fault == "diverge":  # its loss becomes NaN in epoch 1: the retry runs
+            config = dataclasses.replace(train_config, inject_nan_epoch=1)
+        epochs = config.epochs or arch["hparams"]["epochs"]
 
         def on_epoch(s: EpochStats) -> None:
             metrics = {"epoch_dev_uar": s.dev_uar, "train_loss": s.train_loss}
@@ -58,7 +68,7 @@ def child_trainable(
                 costs = {"n_params": s.n_params, "latency_ms": s.latency_ms}
                 handle.report({METRIC: s.best_dev_uar, "epoch": s.epoch, **costs})
 
-        result = train_child(arch, data, train_config, on_epoch)
+        result = train_child(arch, data, config, on_epoch)
         metrics = {
             METRIC: result.dev_uar,
             "n_params": result.n_params,
@@ -67,10 +77,15 @@ def child_trainable(
             "latency_ms": result.latency_ms,
             "epochs_trained": len(result.history),
         }
+        report: dict[str, Any] = {"epoch": len(result.history)}
+        if result.retry:
+            metrics["diverged_epoch"] = result.retry["epoch"]
+            report["note"] = retry_note(result.retry)
         artifacts = {"weights.pt": result.state_dict, "architecture.json": result.architecture}
-        return Outcome(metrics, artifacts, {"epoch": len(result.history)})
+        return Outcome(metrics, artifacts, report)
 
     tags = {ROLE_TAG: "child", ARCHITECTURE_TAG: json.dumps(arch, sort_keys=True)}
+    tags[FRONTEND_TAG] = features.frontend_of(arch)  # the space may decide it per child
     tags[DEVICE_TAG] = str(resolve_device(train_config.device))  # a GPU it was given, used?
     run_trial(context, trial, f"child-{trial:04d}", tracking.flatten("", arch), tags, work)
 
@@ -130,8 +145,9 @@ class LoopSearcher(TuneSearcher):
         elif result.get(FINISHED):
             costs = {k: result[k] for k in ("n_params", "latency_ms")}
             self.loop.child_finished(
-                trial, float(result[METRIC]), seconds, run_id, **costs, epochs=result["epoch"]
-            )
+                trial, float(result[METRIC]), seconds, run_id, result.get("note"), **costs,
+                epochs=result["epoch"],
+            )  # fmt: skip
         else:
             self._stopped(trial, result, seconds)
         self._changed()
@@ -194,14 +210,14 @@ class RayOptions:
     max_wait: float | None = None  # how long children may wait for a node while none runs
 
 
-def run_on_ray(loop: SearchLoop, dataset: Dataset, options: RayOptions) -> None:
+def run_on_ray(loop: SearchLoop, features: Features, options: RayOptions) -> None:
     """Train the loop's children on Ray until its budget is spent (inside
     :func:`runtime.ray_cluster.ray_session`)."""
     o = options
     context, resources, on_change, stop_at = o.context, o.resources, o.on_change, o.stop_at
     trainable = tune.with_resources(
         tune.with_parameters(
-            child_trainable, dataset=dataset, context=context, train_config=o.train_config
+            child_trainable, features=features, context=context, train_config=o.train_config
         ),
         partial(_placement, resources),
     )

@@ -23,9 +23,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from automl.child.arch import HPARAM_DEFAULTS
+from automl.child.arch import FRONTEND_KEY, HPARAM_DEFAULTS
 from automl.child.trainer import TrainConfig
-from automl.data.dataset import Dataset
+from automl.data.dataset import Dataset, Features
+from automl.data.prepare import load_dataset
 from automl.search.config import SearchConfig
 from automl.search.ledger import DONE, SearchLoop
 from automl.search.objective import Objective, pareto_front
@@ -81,7 +82,9 @@ def run_search(
     plan = _job_plan(config, resources.requests())
     preflight(plan)
     dataset = config.load()
-    resources = replace(resources, n_features=dataset.n_features, n_classes=dataset.n_classes)
+    features = _features(config, space, dataset)
+    widest = max(d.n_features for d in features.by_frontend.values())
+    resources = replace(resources, n_features=widest, n_classes=dataset.n_classes)
     if saved and saved.data_fingerprint != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
     created = _prepare_folder(config)
@@ -118,12 +121,28 @@ def run_search(
 
         on_change = _on_change(loop, parent, save_state, on_progress)
         context = _trial_context(config, faults, dataset, parent)
-        run_on_ray(loop, dataset, _ray_options(config, resources, early_stop, context, on_change,
-                                               loop.deadline))  # fmt: skip
-        outcome["models"] = _log_models(config, loop, dataset, parent)
+        run_on_ray(loop, features, _ray_options(config, resources, early_stop, context, on_change,
+                                                loop.deadline))  # fmt: skip
+        outcome["models"] = _log_models(config, loop, features, parent)
         outcome["gpu_unused"] = _gpu_unused(parent) if resources.asks_gpus else []
         job.finished()
     return outcome["summary"]
+
+
+def _features(config: SearchConfig, space: SearchSpace, dataset: Dataset) -> Features:
+    """The corpus under ``--frontend`` and under every frontend the space names (fixed or a
+    decision), each extracted (or read from the cache) before any child starts."""
+    named = [d.choices for d in space.decisions if d.name == FRONTEND_KEY]
+    names = {*(n for choices in named for n in choices), *_fixed_frontend(space)}
+    by_frontend = {config.frontend: dataset}
+    for name in sorted(names - {config.frontend}):
+        by_frontend[name] = load_dataset(config.data, name, config.task,
+                                         max_seconds=config.max_seconds)  # fmt: skip
+    return Features(config.frontend, by_frontend)
+
+
+def _fixed_frontend(space: SearchSpace) -> list[str]:
+    return [space.fixed[FRONTEND_KEY]] if FRONTEND_KEY in space.fixed else []
 
 
 def _job_plan(config: SearchConfig, requests: list[tuple[str, dict[str, float]]]) -> JobPlan:
@@ -394,7 +413,7 @@ def _on_change(
 
 
 def _log_models(
-    config: SearchConfig, loop: SearchLoop, dataset: Dataset, parent: tracking.ParentRun
+    config: SearchConfig, loop: SearchLoop, features: Features, parent: tracking.ParentRun
 ) -> dict[int, str]:
     """The best ``--log-models`` finished children as MLflow models: trial -> model URI,
     best first. A resumed search keeps the models it logged before."""
@@ -403,14 +422,15 @@ def _log_models(
     chosen = done if config.log_models is None else done[: config.log_models]
     if not chosen:
         return {}
-    first_dev = dataset.splits["devel"].sequence(0)
     models = {}
     for record in chosen:
+        dataset = features.of(record.architecture)
         meta = bundle.ModelMeta(
             record.architecture, dataset.classes, dataset.norm_mean.tolist(),
-            dataset.norm_std.tolist(), config.frontend, config.max_seconds, config.data,
+            dataset.norm_std.tolist(), features.frontend_of(record.architecture),
+            config.max_seconds, config.data,
         )  # fmt: skip
-        example = bundle.denormalised(first_dev, meta)
+        example = bundle.denormalised(dataset.splits["devel"].sequence(0), meta)
         models[record.trial] = bundle.log_child_model(
             parent.uri, record.mlflow_run_id, meta, example
         )

@@ -29,8 +29,8 @@ from automl.child.arch import HPARAM_DEFAULTS, normalize
 from runtime.errors import UserError
 
 SPACE_KEYS = {"name", "description", "family", "fixed", "choices", "layers", "blocks"}
-BLOCK_KEY = {"rnn": "layers", "cnn": "blocks"}
-WIDTH_KEY = {"rnn": "units", "cnn": "filters"}
+BLOCK_KEY = {"rnn": "layers", "cnn": "blocks", "mlp": "layers"}
+WIDTH_KEY = {"rnn": "units", "cnn": "filters", "mlp": "units"}
 MAX_BLOCKS = 8
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -155,10 +155,12 @@ def parse_space(raw: Any, where: str, default_name: str = "space") -> SearchSpac
         raise UserError(f"search space {where}: unknown key(s) {sorted(unknown)}")
     family = raw.get("family")
     if family not in BLOCK_KEY:
-        raise UserError(f"search space {where}: family must be 'rnn' or 'cnn', got {family!r}")
-    other = BLOCK_KEY["cnn" if family == "rnn" else "rnn"]
-    if other in raw:
-        raise UserError(f"search space {where}: '{other}' does not belong to family {family}")
+        raise UserError(
+            f"search space {where}: family must be 'rnn', 'cnn' or 'mlp', got {family!r}"
+        )
+    for other in set(BLOCK_KEY.values()) - {BLOCK_KEY[family]}:
+        if other in raw:
+            raise UserError(f"search space {where}: '{other}' does not belong to family {family}")
     fixed = _mapping(raw.get("fixed", {}), f"{where}: fixed")
     decisions = [
         Decision(name, _choices(v, f"{where}: choices.{name}"))
