@@ -93,7 +93,13 @@ def arch_key(arch: Mapping[str, Any], *extra: Any) -> str:
 
 
 def describe(arch: Mapping[str, Any]) -> str:
-    """A short human-readable form for progress displays and leaderboards."""
+    """A short human-readable form for progress displays and leaderboards (with the
+    frontend when the architecture names one: ``mlp[128r] on egemaps``)."""
+    frontend = f" on {arch[FRONTEND_KEY]}" if arch.get(FRONTEND_KEY) else ""
+    return _describe_body(arch) + frontend
+
+
+def _describe_body(arch: Mapping[str, Any]) -> str:
     if arch["family"] == "rnn":
         layers = " ".join(f"{x['units']}{x['activation'][0]}" for x in arch["layers"]) or "none"
         bi = "bi" if arch["bidirectional"] else ""
