@@ -11,6 +11,7 @@ runs the protocol. :func:`log_run` records it as a run of the experiment (role
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,20 +90,16 @@ def _vectors(split: Split) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit(complexity: float, x: np.ndarray, y: np.ndarray):
+    """Standardise on what the SVM learns from, then fit it (scikit-learn's pipeline)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    model = make_pipeline(
-        StandardScaler(), LinearSVC(C=complexity, random_state=0, max_iter=MAX_ITER)
-    )
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():  # the smallest complexities stop early: that is the point
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(x, y)
+    svm = LinearSVC(C=complexity, random_state=0, max_iter=MAX_ITER)
+    with warnings.catch_warnings():  # at the largest complexities liblinear may stop at
+        warnings.simplefilter("ignore", ConvergenceWarning)  # MAX_ITER: devel judges it
+        return make_pipeline(StandardScaler(), svm).fit(x, y)
 
 
 def log_run(
