@@ -54,7 +54,6 @@ SYNTH_CRY_LONG = CorpusSpec(
     (2.0, 5.0),
 )
 CORPORA = {spec.name: spec for spec in (SYNTH_CRY, SYNTH_CRY_LONG)}
-NAME = SYNTH_CRY.name
 
 
 @dataclass(frozen=True)
