@@ -98,9 +98,9 @@ def time_split(seeds: list[int], steps: int) -> dict[str, float]:
     started = time.perf_counter()
     dqn.train_population(dqn.DQNConfig(total_steps=steps, threads=2), seeds)
     total = time.perf_counter() - started
-    clock["forward and backward"] = clock.pop("gradient step") - clock["clipping"] - clock[
-        "optimizer"
-    ]
+    clock["forward and backward"] = (
+        clock.pop("gradient step") - clock["clipping"] - clock["optimizer"]
+    )
     clock["loop (Python)"] = total - sum(clock.values())
     per = 1000 / (len(seeds) * steps)
     return {"total": total * per, **{name: s * per for name, s in clock.items()}}

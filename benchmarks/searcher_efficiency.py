@@ -11,9 +11,14 @@ Per searcher and concurrency, over ``--seeds`` searches: the mean best-so-far cu
 table's mean test UAR of the child with the best dev UAR found so far) with a 95%
 interval; the mean number of children to reach random search's mean best at the full
 budget; the share of searches that trained a top-1% child (by the table's mean dev UAR).
-Writes JSON and a PNG plot under ``benchmarks/results/``.
+Writes JSON and a PNG plot under ``benchmarks/results/``. A searcher may be given with
+options, as a variant of its own: ``reinforce:model=none`` (the controller without its
+reward model). ``--timing`` adds each searcher's own seconds per child (ask + tell) over
+children 250-300 of one 300-child search, one thread (``--timing-only``: that alone, to
+``searcher_timing_TABLE.json``, best run on an otherwise idle machine).
 
-    python benchmarks/searcher_efficiency.py benchmarks/data/digits_gru.json --seeds 30
+    python benchmarks/searcher_efficiency.py benchmarks/data/digits_gru.json --seeds 30 \
+        --searchers random evolution tpe local reinforce reinforce:model=none --timing
 """
 
 from __future__ import annotations
@@ -47,9 +52,24 @@ def _table(path: str) -> tuple[Table, Any]:
     return _TABLES[path]
 
 
+def variant(label: str) -> tuple[str, dict[str, Any]]:
+    """``"reinforce:model=none,warmup=5"`` -> ("reinforce", {"model": "none", "warmup": 5})."""
+    name, _, rest = label.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return name, options
+
+
 def replay(job: tuple[str, str, int, int, int, dict[str, Any]]) -> dict[str, Any]:
     """One search of ``budget`` children with ``workers`` in flight; its best-so-far curve."""
-    path, name, seed, workers, budget, options = job
+    path, label, seed, workers, budget, extra = job
+    name, options = variant(label)
+    options = {**extra, **options}
     table, space = _table(path)
     index = {k: i for i, k in enumerate(table.keys)}
     dev_mean, test_mean = table.dev.mean(1), table.test.mean(1)
@@ -74,7 +94,7 @@ def replay(job: tuple[str, str, int, int, int, dict[str, Any]]) -> dict[str, Any
         found_top = found_top or dev_mean[i] >= top1
     curve += [curve[-1]] * (budget - len(curve))  # a converged search keeps its best
     return {
-        "searcher": name,
+        "searcher": label,
         "seed": seed,
         "workers": workers,
         "curve": curve,
@@ -83,6 +103,27 @@ def replay(job: tuple[str, str, int, int, int, dict[str, Any]]) -> dict[str, Any
         "converged": loop.converged,
         "seconds": time.perf_counter() - started,
     }
+
+
+def per_child_seconds(path: str, label: str, children: int = 300, last: int = 50) -> float:
+    """The searcher's own seconds per child (ask and tell) over the last ``last`` of
+    ``children`` told one at a time, rewards from the table."""
+    table, space = _table(path)
+    index = {k: i for i, k in enumerate(table.keys)}
+    name, options = variant(label)
+    searcher = make_searcher(name, space, 0, **options)
+    searcher.set_budget(children)
+    spent = 0.0
+    for n in range(children):
+        started = time.perf_counter()
+        proposal = searcher.ask()
+        asked = time.perf_counter()
+        reward = float(table.dev[index[arch_key(space.to_architecture(proposal.values))], 0])
+        resumed = time.perf_counter()
+        searcher.tell(proposal.id, reward)
+        if n >= children - last:
+            spent += (asked - started) + (time.perf_counter() - resumed)
+    return spent / last
 
 
 def summarise(runs: list[dict[str, Any]], budget: int) -> dict[str, Any]:
@@ -118,15 +159,19 @@ def summarise(runs: list[dict[str, Any]], budget: int) -> dict[str, Any]:
 def print_table(summary: dict[str, Any], budget: int) -> None:
     marks = [m for m in (25, 50, budget) if m <= budget]
     head = " ".join(f"{'best@' + str(m):>15}" for m in marks)
-    print(f"{'searcher':>12} {'workers':>7} {head} {'to random':>10} {'reach':>6} {'top1%':>6}")
+    print(
+        f"{'searcher':>22} {'workers':>7} {head} {'to random':>10} {'reach':>6} {'top1%':>6} "
+        f"{'s/child@300':>11}"
+    )
     for row in summary.values():
         cells = " ".join(
             f"{row['mean'][m - 1]:.4f}+-{row['ci95'][m - 1]:.4f}".rjust(15) for m in marks
         )
+        timing = row["seconds_per_child_at_300"]
         print(
-            f"{row['searcher']:>12} {row['workers']:>7} {cells} "
+            f"{row['searcher']:>22} {row['workers']:>7} {cells} "
             f"{row['children_to_random_best']:10.1f} {row['reached_random_best_share']:6.0%} "
-            f"{row['found_top1_share']:6.0%}"
+            f"{row['found_top1_share']:6.0%} {'' if timing is None else f'{timing:.3f}':>11}"
         )
 
 
@@ -155,6 +200,19 @@ def plot(summary: dict[str, Any], out: Path, title: str) -> None:
     fig.savefig(out, dpi=120)
 
 
+def time_only(table: Path, names: list[str], processes: int, out: Path | None) -> None:
+    """Each searcher's own seconds per child at 300 children, one per process and core."""
+    with ProcessPoolExecutor(processes) as pool:
+        seconds = dict(zip(names, pool.map(per_child_seconds, [str(table)] * len(names), names),
+                           strict=True))  # fmt: skip
+    for name, value in seconds.items():
+        print(f"{name:>22} {value:.3f} s per child (ask + tell) over children 250-300")
+    out = out or Path("benchmarks/results") / f"searcher_timing_{_table(str(table))[0].name}.json"
+    write_json(out, {"benchmark": "searcher_timing", "table": str(table), "children": 300,
+                     "seconds_per_child": seconds})  # fmt: skip
+    print(f"written to {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", type=Path)
@@ -167,6 +225,11 @@ def main() -> None:
         "--opt", action="append", default=[], metavar="SEARCHER:KEY=VALUE",
         help="a searcher option, e.g. qlearning:alpha=0.2 (for ablations)",
     )  # fmt: skip
+    parser.add_argument("--timing", action="store_true", help="seconds per child at 300")
+    parser.add_argument(
+        "--timing-only", action="store_true",
+        help="only the seconds per child at 300 (searcher_timing_TABLE.json)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/...)")
     args = parser.parse_args()
     options: dict[str, dict[str, Any]] = {}
@@ -174,17 +237,24 @@ def main() -> None:
         name, _, kv = item.partition(":")
         key, _, value = kv.partition("=")
         options.setdefault(name, {})[key] = json.loads(value)
-    names = sorted(set(args.searchers) | {"random"}, key=list(SEARCHERS).index)
+    names = ["random", *(n for n in args.searchers if n != "random")]
     jobs = [
-        (str(args.table), name, seed, w, args.budget, options.get(name, {}))
+        (str(args.table), name, seed, w, args.budget, options.get(variant(name)[0], {}))
         for name in names
         for w in args.workers
         for seed in range(args.seeds)
     ]
     started = time.time()
+    if args.timing_only:
+        return time_only(args.table, names, args.processes, args.out)
     with ProcessPoolExecutor(args.processes) as pool:
         runs = list(pool.map(replay, jobs, chunksize=4))
+        timed = names if args.timing else []
+        seconds = pool.map(per_child_seconds, [str(args.table)] * len(timed), timed)
+        timing = dict(zip(timed, seconds, strict=True))
     summary = summarise(runs, args.budget)
+    for row in summary.values():
+        row["seconds_per_child_at_300"] = timing.get(row["searcher"])
     table, _ = _table(str(args.table))
     print(f"{table.name}: {table.summary()}")
     print_table(summary, args.budget)

@@ -524,6 +524,19 @@ def runs_tagged(uri: str, experiment_id: str, key: str, value: str) -> list[Stor
             return runs
 
 
+def job_runs(uri: str, experiment: str, role: str, option: str) -> tuple[str, list[StoredRun]]:
+    """The id of ``experiment`` and its runs of ``role`` (a kind of job's parent runs),
+    oldest first; a missing experiment, or one with no such run, is a :class:`UserError`
+    naming ``option``, the way the user named it."""
+    experiment_id = find_experiment(uri, experiment)
+    if experiment_id is None:
+        raise UserError(f"{option} {experiment}: no such experiment in {uri}")
+    runs = runs_tagged(uri, experiment_id, ROLE_TAG, role)
+    if not runs:
+        raise UserError(f"{option} {experiment}: holds no {role} (in {uri})")
+    return experiment_id, sorted(runs, key=lambda r: r.start_time or 0)
+
+
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """Every (step, value) a run logged for ``key`` (a curve; the run's metrics keep only
     the latest value)."""

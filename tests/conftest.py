@@ -81,6 +81,24 @@ CORPUS_MISTAKES = [
 ]
 
 
+def hidden_target(space, seed: int = 123) -> Callable[[dict], float]:
+    """A synthetic reward for searchers: the share of decisions equal to a hidden target
+    assignment (additive over decisions; its optimum, the target, scores 1)."""
+    rng = np.random.default_rng(seed)
+    target = {d.name: d.choices[rng.integers(len(d.choices))] for d in space.decisions}
+    return lambda values: float(np.mean([values[k] == target[k] for k in target]))
+
+
+def told_rewards(searcher, reward: Callable[[dict], float], n: int) -> list[float]:
+    """Ask and tell ``n`` children one at a time; their rewards in order."""
+    rewards = []
+    for _ in range(n):
+        proposal = searcher.ask()
+        rewards.append(reward(proposal.values))
+        searcher.tell(proposal.id, rewards[-1])
+    return rewards
+
+
 def break_corpus(root: Path, case: str) -> None:
     """Make one of the mistakes a user can make in a corpus written by :func:`write_compare`."""
     lab = root / "lab" / "toy.tsv"

@@ -15,6 +15,7 @@ import torch
 from conftest import mlflow_server_at, write_compare
 from mlflow.tracking import MlflowClient
 
+from automl.child import arch_key
 from automl.cli import main
 from automl.data import synth
 from automl.data.prepare import load_dataset
@@ -584,3 +585,45 @@ def test_evaluate_without_test_labels_says_so_and_writes_predictions(tmp_path, l
     rows = (out / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 8 and all(r.split(",")[1] in ("low", "high") for r in rows[1:])
     assert not (out / "confusion.png").exists()
+
+
+def test_warm_start_tells_the_searcher_an_earlier_search_and_refuses_a_mismatch(
+    tmp_path, local_ray, capsys
+):
+    """Real Ray and MLflow: the finished children of an earlier search reach the new one's
+    searcher (and its model) before its first proposal, and it trains none of them again;
+    a search over another space, another corpus or a missing experiment is refused in one
+    line before anything trains."""
+    common = ("--trials", "4", "--epochs", "1", "--workers", "2")
+    code, earlier = _digits_search(tmp_path, "--searcher", "random", *common,
+                                   "--experiment", "earlier")  # fmt: skip
+    assert code == 0
+    told = {arch_key(t["architecture"]) for t in earlier["trials"] if t["status"] == "done"}
+    capsys.readouterr()
+    code, later = _digits_search(tmp_path, "--searcher", "reinforce", "--searcher-opt",
+                                 "warmup=2", *common, "--experiment", "later",
+                                 "--warm-start", "earlier")  # fmt: skip
+    assert code == 0 and later["warm_started"] == len(told) > 0
+    out = capsys.readouterr().out
+    assert f"told {len(told)} finished children of experiment earlier" in out
+    client = MlflowClient(later["tracking_uri"])
+    state = torch.load(
+        client.download_artifacts(later["parent_run_id"], "searcher_state.pt", str(tmp_path)),
+        weights_only=True,
+    )
+    assert state["n_told"] == len(told) + later["trained"] and len(state["planner"]["told"]) == 8
+    assert not told & {arch_key(t["architecture"]) for t in later["trials"]}
+    assert client.get_run(later["parent_run_id"]).data.params["warm_start"] == "earlier"
+
+    for extra, message in [
+        (("--epochs", "2"), "its searches are over another search space"),
+        (("--data", "synth-cry"), "trained on another corpus or frontend"),
+        (("--warm-start", "nowhere"), "--warm-start nowhere: no such experiment"),
+    ]:
+        argv = ("--searcher", "random", "--trials", "1", "--epochs", "1", "--experiment",
+                "refused", "--warm-start", "earlier", *extra)  # fmt: skip
+        assert _digits_search(tmp_path, *argv)[0] == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert MlflowClient(later["tracking_uri"]).get_experiment_by_name("refused") is None
+        assert not (tmp_path / "runs" / "refused").exists()  # nothing started, nothing left

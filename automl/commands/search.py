@@ -29,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
         summary = run_search(config, on_progress=progress.update)
     console = Console()
     console.print(leaderboard_table(summary))
+    if summary["warm_start"]:
+        console.print(
+            f"warm start: the searcher was told {summary['warm_started']} finished children of "
+            f"experiment {summary['warm_start']} before its first proposal"
+        )
     if summary["ended"] == "time budget":
         console.print(
             f"the search ended on time: {summary['trained']} children trained within "

@@ -50,15 +50,9 @@ class SearchRuns:
 def collect(uri: str, experiment: str, option: str = "--experiment") -> list[SearchRuns]:
     """Every search of ``experiment`` with its children, oldest search first (``option``:
     what the user named it with, for the message when there is none)."""
-    experiment_id = tracking.find_experiment(uri, experiment)
-    if experiment_id is None:
-        raise UserError(f"{option} {experiment}: no such experiment in {uri}")
-    parents = tracking.runs_tagged(uri, experiment_id, ROLE_TAG, "search")
-    if not parents:
-        raise UserError(f"{option} {experiment}: holds no search (in {uri})")
+    experiment_id, parents = tracking.job_runs(uri, experiment, "search", option)
     searches = {
-        run.run_id: SearchRuns(run.run_id, run.params.get("searcher", "?"))
-        for run in sorted(parents, key=lambda r: r.start_time)
+        run.run_id: SearchRuns(run.run_id, run.params.get("searcher", "?")) for run in parents
     }
     for run in tracking.runs_tagged(uri, experiment_id, ROLE_TAG, "child"):
         search = searches.get(run.tags.get(PARENT_TAG, ""))

@@ -165,6 +165,14 @@ class SearchConfig(DataOptions):
             action="store_true",
         ),
     )
+    warm_start: str | None = field(
+        default=None,
+        metadata=option(
+            "before the first proposal, tell the searcher the finished children of the "
+            "searches in this MLflow experiment over the same space and corpus",
+            metavar="EXPERIMENT",
+        ),
+    )
     log_models: int | None = field(
         default=3,
         metadata=option(

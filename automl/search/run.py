@@ -42,6 +42,7 @@ from automl.search.ray_tune import (
 from automl.search.searchers import Searcher, searcher_class
 from automl.search.space import SearchSpace, load_space
 from automl.search.state import STATE_FILE, SearchState
+from automl.search.warm_start import DATA_PARAM, SPACE_PARAM, earlier_children, space_fingerprint
 from automl.ship import bundle
 from runtime import tracking
 from runtime.cli import build_config, parse_overrides
@@ -87,6 +88,7 @@ def run_search(
     resources = replace(resources, n_features=widest, n_classes=dataset.n_classes)
     if saved and saved.data_fingerprint != dataset.fingerprint:
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
+    warm = 0 if saved else _warm_start(config, plan.tracking_uri, searcher, objective, dataset)
     created = _prepare_folder(config)
     if earlier is not None:
         earlier.set_aside(config.folder / STATE_FILE)
@@ -94,7 +96,7 @@ def run_search(
     start = time.time() - (saved.wall_seconds if saved else 0.0)
     loop = _make_loop(config, space, searcher, objective=objective, dataset=dataset,
                       start=start, saved=saved)  # fmt: skip
-    outcome: dict[str, Any] = {"models": {}, "gpu_unused": []}
+    outcome: dict[str, Any] = {"models": {}, "gpu_unused": [], "warm_started": warm}
 
     def close(job: Job) -> tuple[dict[str, Any], dict[str, str]]:
         finished, loop.interrupted = job.status == "FINISHED", job.status == "KILLED"
@@ -160,6 +162,19 @@ def _saved_states(
     if config.resume:
         return _load_state(config, searcher), None
     return None, _earlier_search(config)
+
+
+def _warm_start(
+    config: SearchConfig, uri: str, searcher: Searcher, objective: Objective, dataset: Dataset
+) -> int:
+    """Tell the searcher the finished children of ``--warm-start``'s searches; how many."""
+    if config.warm_start is None:
+        return 0
+    children = earlier_children(
+        uri, config.warm_start, searcher.space, dataset.fingerprint, objective
+    )
+    searcher.warm_start(children)
+    return len(children)
 
 
 def _make_loop(
@@ -360,7 +375,8 @@ def _open_parent(
         **{k: v for k, v in asdict(config).items() if k not in skip},
         **{f"searcher.{k}": v for k, v in asdict(searcher.config).items()},
         "space_decisions": len(space.decisions),
-        "data_fingerprint": dataset.fingerprint,
+        SPACE_PARAM: space_fingerprint(space),
+        DATA_PARAM: dataset.fingerprint,
     }
     return tracking.start_parent(
         uri, config.experiment, f"search-{config.searcher}", params, role="search"
@@ -444,6 +460,7 @@ def make_summary(
     wall_seconds: float,
     models: dict[int, str] | None = None,
     gpu_unused: list[int] | None = None,
+    warm_started: int = 0,
 ) -> dict[str, Any]:
     """The search as JSON; ``gpu_unused``: children Ray gave a GPU that trained on the CPU."""
     best = loop.best()
@@ -459,6 +476,8 @@ def make_summary(
         "data": config.data,
         "seed": config.seed,
         "epochs": config.epochs,
+        "warm_start": config.warm_start,
+        "warm_started": warm_started,
         "trained": loop.trained,
         "cached": loop.cached,
         "converged": loop.converged,

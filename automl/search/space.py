@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from automl.child.arch import HPARAM_DEFAULTS, normalize
+from automl.child.arch import HPARAM_DEFAULTS, arch_key, normalize
 from runtime.errors import UserError
 
 SPACE_KEYS = {"name", "description", "family", "fixed", "choices", "layers", "blocks"}
@@ -90,6 +91,54 @@ class SearchSpace:
         raw[BLOCK_KEY[self.family]] = blocks
         raw["hparams"] = hparams
         return normalize(raw, where="architecture")
+
+    def values_of(self, arch: dict[str, Any]) -> dict[str, Any] | None:
+        """An assignment of this space's decisions that builds ``arch`` (None when none
+        does: the architecture is not a child of this space), what a child recorded in
+        MLflow is read back as for ``--warm-start``."""
+        blocks = arch.get(BLOCK_KEY[self.family], [])
+        values: dict[str, Any] = {}
+        for d in self.decisions:
+            if d.name.startswith("block."):
+                _, index, field = d.name.split(".")
+                i = int(index)
+                value = blocks[i].get(field) if i < len(blocks) else 0 if d.gate is None else None
+            elif d.name in HPARAM_DEFAULTS:
+                value = arch.get("hparams", {}).get(d.name)
+            else:
+                value = arch.get(d.name)
+            if isinstance(value, list) and len(value) <= 1:  # a width normalised to a list
+                value = value[0] if value else 0
+            if value not in d.choices:
+                if self.is_active(d, values):
+                    return None
+                value = d.choices[0]
+            values[d.name] = value
+        try:
+            built = self.to_architecture(values)
+        except UserError:
+            return None
+        return values if arch_key(built) == arch_key(arch) else None
+
+    def neighbours(self, values: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every assignment one active decision away from ``values`` (local search's moves)."""
+        return [
+            {**values, d.name: choice}
+            for d in self.decisions
+            if self.is_active(d, values)
+            for choice in d.choices
+            if choice != values[d.name]
+        ]
+
+    def mutate(self, values: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """``values`` with one active decision changed to another of its choices, at random
+        (evolution's mutation); unchanged when no active decision has another choice."""
+        mutable = [d for d in self.decisions if len(d.choices) > 1 and self.is_active(d, values)]
+        if not mutable:
+            return dict(values)
+        decision = mutable[rng.integers(len(mutable))]
+        others = [c for c in decision.choices if c != values[decision.name]]
+        return {**values, decision.name: others[rng.integers(len(others))]}
 
     def decides(self, key: str) -> bool:
         """Whether the space itself sets ``key`` (as a fixed value or a decision)."""

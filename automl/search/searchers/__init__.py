@@ -20,6 +20,7 @@ SEARCHERS: dict[str, str] = {
     "random": "automl.search.searchers.random:RandomSearcher",
     "evolution": "automl.search.searchers.evolution:EvolutionSearcher",
     "tpe": "automl.search.searchers.tpe:TPESearcher",
+    "local": "automl.search.searchers.local:LocalSearcher",
     "qlearning": "automl.search.searchers.qlearning:QLearningSearcher",
     "dqn": "automl.search.searchers.dqn:DQNSearcher",
 }

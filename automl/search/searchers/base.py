@@ -26,7 +26,12 @@ The life of a proposal, which is all a new searcher's author needs to know:
    policy (REINFORCE, TPE, evolution) or skip it (the value-based RL searchers, whose
    memory holds each child once). Schedules over the search count ``n_fresh``.
 
-3. ``state_dict()`` / ``load_state_dict()`` save and restore everything (a resumed
+3. ``warm_start(children)`` tells, before the first proposal, the results of children an
+   earlier search trained (``automl search --warm-start``): each gets an id as if asked,
+   the subclass's ``_adopt(proposal_id, values)`` sets up what ``_observe`` needs for a
+   proposal it did not make, and it is told like any other.
+
+4. ``state_dict()`` / ``load_state_dict()`` save and restore everything (a resumed
    search continues as if it never stopped). The state holds plain containers,
    numbers, strings and tensors, so ``torch.save`` writes it and
    ``torch.load(weights_only=True)`` reads it back without unpickling code. It carries a
@@ -34,11 +39,11 @@ The life of a proposal, which is all a new searcher's author needs to know:
    searcher over another space, of another kind, or with other options.
 
 A subclass implements ``_propose(proposal_id)`` and ``_observe(proposal, reward, status,
-repeated)``; its options are a dataclass named ``Config`` (what ``--searcher-opt
-KEY=VALUE`` sets, with the defaults written there only); it extends
-``state_dict``/``load_state_dict`` when it keeps more state. Like Optuna's samplers or
-Ray Tune's ``Searcher``, a searcher only decides: it knows neither Ray nor MLflow nor how
-children train.
+repeated)``, and ``_adopt`` when its ``_observe`` needs what ``_propose`` kept; its
+options are a dataclass named ``Config`` (what ``--searcher-opt KEY=VALUE`` sets, with
+the defaults written there only); it extends ``state_dict``/``load_state_dict`` when it
+keeps more state. Like Optuna's samplers or Ray Tune's ``Searcher``, a searcher only
+decides: it knows neither Ray nor MLflow nor how children train.
 """
 
 from __future__ import annotations
@@ -125,6 +130,21 @@ class Searcher(ABC):
         elif status is Status.COMPLETE:
             self.best_reward = max(self.best_reward, float(reward))
         return self._observe(proposal, reward, status, repeated)
+
+    def warm_start(self, children: list[tuple[dict[str, Any], float, Status]]) -> None:
+        """Learn from children trained before this search, (values, reward, status) each,
+        as if proposed and told; they count as fresh results in schedules over the search."""
+        for values, reward, status in children:
+            proposal_id = self.next_id
+            self.next_id += 1
+            self.pending[proposal_id] = values
+            self._adopt(proposal_id, values)
+            self.tell(proposal_id, reward, status)
+
+    def _adopt(self, proposal_id: int, values: dict[str, Any]) -> None:
+        """Keep what ``_observe`` will need for ``values``, a proposal made elsewhere (a
+        child of an earlier search), as ``_propose`` keeps it for its own."""
+        return None  # most searchers keep nothing per proposal
 
     @property
     def n_fresh(self) -> int:

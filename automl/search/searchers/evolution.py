@@ -41,21 +41,7 @@ class EvolutionSearcher(Searcher):
             return self.random_values()
         picks = self.rng.choice(len(self.population), size=self.config.sample, replace=False)
         parent = max((self.population[i] for i in picks), key=lambda member: member[1])[0]
-        return self._mutate(parent)
-
-    def _mutate(self, parent: dict[str, Any]) -> dict[str, Any]:
-        child = dict(parent)
-        mutable = [
-            d
-            for d in self.space.decisions
-            if len(d.choices) > 1 and self.space.is_active(d, parent)
-        ]
-        if not mutable:
-            return child
-        decision = mutable[self.rng.integers(len(mutable))]
-        others = [c for c in decision.choices if c != parent[decision.name]]
-        child[decision.name] = others[self.rng.integers(len(others))]
-        return child
+        return self.space.mutate(parent, self.rng)
 
     def _observe(
         self, proposal: Proposal, reward: float | None, status: Status, repeated: bool

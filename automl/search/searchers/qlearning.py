@@ -18,7 +18,9 @@ backwards along the replayed episode (Peng's Q(lambda)):
 ``G_t = (1 - trace) * max_a Q(s_{t+1}, a) + trace * G_{t+1}``, ``G_last = reward``;
 ``trace`` 0 is MetaQNN's one-step Q-learning, 1 the Monte-Carlo return. Maxima run over
 the actions valid in a state. Epsilon is annealed from 1.0 to 0.1 over
-``explore_fraction`` of the budget.
+``explore_fraction`` of the budget. Imagined episodes (planning with the reward model,
+:mod:`~automl.search.searchers.episodes`) are replayed the same way, once each, and are
+not kept in the memory.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import numpy as np
 import torch
 
 from automl.search.searchers.episodes import EpisodeSearcher, Step
+from automl.search.searchers.planning import PlanningOptions
 from automl.search.space import SearchSpace
 
 
 @dataclass
-class QLearningConfig:
+class QLearningConfig(PlanningOptions):
     alpha: float = 0.1  # Q-table learning rate (MetaQNN: 0.01 over thousands of children)
     gamma: float = 1.0  # undiscounted: the child's reward is the only reward
     q_init: float = 0.5  # MetaQNN's initial Q-value
@@ -46,6 +49,7 @@ class QLearningConfig:
     failure_reward: float = 0.0  # what a failed child teaches
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.alpha <= 1 or not 0 <= self.gamma <= 1 or not 0 <= self.trace <= 1:
             raise ValueError("alpha must be in (0, 1], gamma and trace in [0, 1]")
         if self.replay < 1 or not 0 <= self.end_epsilon <= self.start_epsilon <= 1:
@@ -77,13 +81,17 @@ class QLearningSearcher(EpisodeSearcher):
         return self.q[obs]
 
     def _learn(self, steps: list[Step], reward: float) -> dict[str, float]:
-        states = [s.obs for s in steps] + [steps[-1].next_obs]
-        self.memory.append((states, [s.action for s in steps], reward))
+        self.memory.append((*_states_actions(steps), reward))
         drawn = self.rng.integers(len(self.memory), size=self.config.replay - 1)
         for i in [len(self.memory) - 1, *drawn.tolist()]:
             self._replay(*self.memory[i])
         start = self.q[0][self.valid[0]]
         return {"qlearning/start_value": float(start.max())}
+
+    def _learn_imagined(self, episodes: list[list[Step]], rewards: np.ndarray) -> dict[str, float]:
+        for steps, reward in zip(episodes, rewards.tolist(), strict=True):
+            self._replay(*_states_actions(steps), reward)
+        return {"qlearning/dream_reward": float(rewards.mean())}
 
     def _replay(self, states: list[int], actions: list[int], reward: float) -> None:
         c, target = self.config, reward
@@ -106,3 +114,7 @@ class QLearningSearcher(EpisodeSearcher):
         super().load_state_dict(state)
         self.q = state["q"].numpy().copy()
         self.memory = [(list(s), list(a), r) for s, a, r in state["memory"]]
+
+
+def _states_actions(steps: list[Step]) -> tuple[list[int], list[int]]:
+    return [s.obs for s in steps] + [steps[-1].next_obs], [s.action for s in steps]

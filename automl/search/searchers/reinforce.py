@@ -11,6 +11,15 @@ happen whenever ``batch_size`` children have finished, in whatever order they fi
 (asynchronous, as with parallel workers). Inactive decisions (e.g. the activation of an
 absent layer) are still emitted, to keep the sequence fixed, but add nothing to the
 loss. Log-probabilities are recomputed under the current policy at update time.
+
+With a reward model (the default; ``model=none`` is the controller alone) the controller
+plans (:mod:`~automl.search.searchers.planning`): a proposal is the best by the model's
+acquisition of ``candidates`` samples of the policy and ``mutations`` of the best
+children, and after every real update the controller takes one policy-gradient step on
+``dream`` children it samples, scored by one Thompson draw of the model (advantage: the
+draw's rewards, centred and scaled within the batch). A proposal the policy did not
+sample itself (a mutation, a candidate the model preferred) still teaches it through the
+clipped ratio to its log-probability when proposed.
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ import torch
 from torch import nn
 
 from automl.search.searchers.base import Proposal, Searcher, Status
+from automl.search.searchers.planning import Planner, PlanningOptions
 from automl.search.space import SearchSpace
 
 
 @dataclass
-class ReinforceConfig:
+class ReinforceConfig(PlanningOptions):
     hidden: int = 64  # LSTM width
     embedding: int = 32  # width of each choice's embedding (the next step's input)
     lr: float = 0.01  # Adam's learning rate
@@ -40,6 +50,7 @@ class ReinforceConfig:
     failure_reward: float = 0.0  # what a failed child teaches the controller
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if min(self.batch_size, self.hidden, self.embedding, self.epochs) < 1 or self.lr <= 0:
             raise ValueError("batch_size, hidden, embedding, epochs and lr must be positive")
         if not 0 <= self.baseline_decay < 1 or self.clip <= 0:
@@ -101,14 +112,35 @@ class ReinforceSearcher(Searcher):
         self.sampled: dict[int, float] = {}  # proposal id -> its log-probability when sampled
         self.buffer: list[tuple[list[int], float, float]] = []  # actions, reward, log-prob
         self.updates = 0
+        self.planner = Planner(space, self.config, seed)
 
     @torch.no_grad()
     def _propose(self, proposal_id: int) -> dict[str, Any]:
-        actions, log_probs, _ = self.net(None, generator=self.generator)
-        values = self.space.values_from_indices(actions[0].tolist())
+        batch = self.config.candidates if self.planner.active else 1
+        actions, log_probs, _ = self.net(None, batch=batch, generator=self.generator)
+        chosen = 0
+        if self.planner.active:
+            own = [self.space.values_from_indices(a) for a in actions.tolist()]
+            candidates = own + self.planner.mutations(self.rng)
+            chosen = self.planner.pick(candidates) or 0
+            if chosen >= len(own):  # a mutation: its log-probability under the policy
+                indices = self.space.indices_from_values(candidates[chosen])
+                actions, log_probs, _ = self.net(torch.tensor([indices]))
+                own, chosen = [candidates[chosen]], 0
+            values = own[chosen]
+        else:
+            values = self.space.values_from_indices(actions[0].tolist())
+        active = torch.tensor(self.space.active_mask(values), dtype=torch.float32)
+        self.sampled[proposal_id] = float((log_probs[chosen] * active).sum())
+        self.planner.claim(values)
+        return values
+
+    @torch.no_grad()
+    def _adopt(self, proposal_id: int, values: dict[str, Any]) -> None:
+        _, log_probs, _ = self.net(torch.tensor([self.space.indices_from_values(values)]))
         active = torch.tensor(self.space.active_mask(values), dtype=torch.float32)
         self.sampled[proposal_id] = float((log_probs[0] * active).sum())
-        return values
+        self.planner.claim(values)
 
     def _observe(
         self, proposal: Proposal, reward: float | None, status: Status, repeated: bool
@@ -117,9 +149,29 @@ class ReinforceSearcher(Searcher):
             reward = self.config.failure_reward
         indices = self.space.indices_from_values(proposal.values)
         self.buffer.append((indices, float(reward), self.sampled.pop(proposal.id)))
+        self.planner.observe(proposal.values, reward, status, repeated)
         if len(self.buffer) < self.config.batch_size:
             return {}
-        return self._update()
+        metrics = self._update()
+        if self.planner.active and self.config.dream:
+            metrics["controller/dream_reward"] = self._dream()
+        return metrics
+
+    def _dream(self) -> float:
+        """One policy-gradient step on imagined children (Dyna); their mean imagined reward."""
+        with torch.no_grad():
+            actions, _, _ = self.net(None, batch=self.config.dream, generator=self.generator)
+        values = [self.space.values_from_indices(a) for a in actions.tolist()]
+        rewards = torch.from_numpy(self.planner.imagine(values, self.rng)).float()
+        active = torch.tensor([self.space.active_mask(v) for v in values], dtype=torch.float32)
+        advantage = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+        _, log_probs, entropies = self.net(actions)
+        entropy = (entropies * active).sum(1).mean()
+        loss = -(advantage * (log_probs * active).sum(1)).mean() - self._entropy_weight() * entropy
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(rewards.mean())
 
     def _update(self) -> dict[str, float]:
         c = self.config
@@ -139,7 +191,7 @@ class ReinforceSearcher(Searcher):
         )
         if c.normalize_advantage:  # a dev-UAR spread of 0.02 must not leave the entropy to rule
             advantage = advantage / (self.reward_var**0.5 + 1e-8)
-        weight = c.entropy_weight * (self._remaining() if c.entropy_decay else 1.0)
+        weight = self._entropy_weight()
         for _ in range(c.epochs):
             _, log_probs, entropies = self.net(actions)
             ratio = torch.exp((log_probs * active).sum(1) - sampled)
@@ -160,6 +212,10 @@ class ReinforceSearcher(Searcher):
             "controller/updates": self.updates,
         }
 
+    def _entropy_weight(self) -> float:
+        c = self.config
+        return c.entropy_weight * (self._remaining() if c.entropy_decay else 1.0)
+
     def _remaining(self) -> float:
         """Share of the budget still to come (1 when the search did not say its budget)."""
         return max(0.0, 1 - self.n_fresh / self.budget) if self.budget else 1.0
@@ -174,6 +230,7 @@ class ReinforceSearcher(Searcher):
             "reward_var": self.reward_var,
             "buffer": [[a, r, lp] for a, r, lp in self.buffer],
             "updates": self.updates,
+            "planner": self.planner.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -186,3 +243,4 @@ class ReinforceSearcher(Searcher):
         self.buffer = [(list(a), r, lp) for a, r, lp in state["buffer"]]
         self.sampled = {}
         self.updates = state["updates"]
+        self.planner.load_state_dict(state["planner"])

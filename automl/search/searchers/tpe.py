@@ -46,13 +46,26 @@ class TPESearcher(Searcher):
 
     def _propose(self, proposal_id: int) -> dict[str, Any]:
         trial = self.study.ask()
+        self.trials[proposal_id] = trial
+        return self._suggest(trial)
+
+    def _adopt(self, proposal_id: int, values: dict[str, Any]) -> None:
+        """As Optuna takes a known point: enqueued, then asked (its suggestions are the
+        enqueued values)."""
+        active = {
+            d.name: values[d.name] for d in self.space.decisions if self.space.is_active(d, values)
+        }
+        self.study.enqueue_trial(active)
+        self.trials[proposal_id] = trial = self.study.ask()
+        self._suggest(trial)
+
+    def _suggest(self, trial: optuna.trial.Trial) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for d in self.space.decisions:
             if self.space.is_active(d, values):
                 values[d.name] = trial.suggest_categorical(d.name, list(d.choices))
             else:
                 values[d.name] = d.choices[0]  # irrelevant: the decision is inactive
-        self.trials[proposal_id] = trial
         return values
 
     def _observe(

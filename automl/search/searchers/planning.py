@@ -1,0 +1,137 @@
+"""Planning against a reward model: what the RL searchers share (Dyna, Sutton 1990).
+
+Each RL searcher keeps its own agent (REINFORCE's policy network, MetaQNN's Q-table, the
+DQN's Q-network); the :class:`Planner` gives it a model of the reward
+(:mod:`~automl.search.searchers.model`), refitted after every told child, and two uses
+of it once ``warmup`` children have been told:
+
+* **proposing**: the agent samples ``candidates`` children of its own, the planner adds
+  ``mutations`` of the best children so far (one or two active decisions changed, as
+  evolution and BANANAS mutate), and the proposal is the candidate of highest
+  acquisition, ``mean + optimism * std`` (optimism in the face of uncertainty), never a
+  child already trained or in flight unless every candidate is one;
+* **learning from imagined children** (``dream`` per real one): the agent samples
+  children as it would, one Thompson draw of the model scores them all, and the agent
+  learns from them as from real ones. What is imagined never reaches the ledger, the
+  results or MLflow: only ``ask`` hands out children.
+
+``model=none`` switches both off (the model-free agents, for comparison). The planner's
+data (the told children's values and rewards) is its whole state: restoring refits the
+same model, since fitting is deterministic given the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from automl.child import arch_key
+from automl.search.searchers.base import Status
+from automl.search.searchers.model import MODELS, Encoding, make_model
+from automl.search.space import SearchSpace
+
+PARENTS = 5  # the best children so far that mutations start from
+
+
+@dataclass
+class PlanningOptions:
+    """The model-based options every RL searcher's ``Config`` starts with."""
+
+    model: str = "gp"  # the reward model: gp, ensemble, forest, or none (model-free)
+    warmup: int = 8  # children told before the model is used
+    candidates: int = 128  # the agent's own samples per proposal...
+    mutations: int = 128  # ...and mutations of the best children so far
+    optimism: float = 1.0  # acquisition: mean + optimism * std
+    dream: int = 32  # imagined children learnt from per real one
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {list(MODELS)}, got {self.model!r}")
+        if min(self.warmup, self.candidates) < 1 or min(self.mutations, self.dream) < 0:
+            raise ValueError("warmup and candidates must be >= 1, mutations and dream >= 0")
+        if self.optimism < 0:
+            raise ValueError(f"optimism must be >= 0, got {self.optimism}")
+
+
+class Planner:
+    """The reward model of one searcher, the children it was fitted on, and their uses."""
+
+    def __init__(self, space: SearchSpace, options: PlanningOptions, seed: int) -> None:
+        self.space, self.options, self.seed = space, options, seed
+        self.encode = Encoding(space)
+        self.model = None if options.model == "none" else make_model(options.model)
+        self.told: list[tuple[dict[str, Any], float, bool]] = []  # values, reward, lower bound
+        self.failed: list[dict[str, Any]] = []
+        self.taken: set[str] = set()  # children told or in flight
+        self._keys: dict[tuple[Any, ...], str] = {}  # active values -> the child's key
+
+    @property
+    def active(self) -> bool:
+        return self.model is not None and len(self.told) >= self.options.warmup
+
+    def key(self, values: dict[str, Any]) -> str:
+        """The child ``values`` builds (assignments that build the same network share it),
+        cached by the active decisions' values: candidates recur from ask to ask."""
+        active = tuple(
+            values[d.name] if self.space.is_active(d, values) else None
+            for d in self.space.decisions
+        )
+        if active not in self._keys:
+            self._keys[active] = arch_key(self.space.to_architecture(values))
+        return self._keys[active]
+
+    def claim(self, values: dict[str, Any]) -> None:
+        """``values`` was handed out: it is not a fresh candidate any more."""
+        self.taken.add(self.key(values))
+
+    def observe(
+        self, values: dict[str, Any], reward: float | None, status: Status, repeated: bool
+    ) -> None:
+        """A real child's result (a repeated one was told already); refits the model."""
+        if repeated:
+            return
+        if status is Status.FAILED:
+            self.failed.append(values)
+        else:
+            self.told.append((values, float(reward), status is Status.PARTIAL))
+        self._fit()
+
+    def _fit(self) -> None:
+        if not self.active:
+            return
+        x = self.encode([v for v, _, _ in self.told])
+        y = np.array([r for _, r, _ in self.told])
+        lower = np.array([b for _, _, b in self.told])
+        self.model.fit(x, y, lower, seed=self.seed * 100_003 + len(self.told))
+
+    def mutations(self, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """``mutations`` children one or two decisions away from the best told so far."""
+        ranked = sorted(self.told, key=lambda t: t[1], reverse=True)[:PARENTS]
+        out = []
+        for _ in range(self.options.mutations if ranked else 0):
+            child = self.space.mutate(ranked[rng.integers(len(ranked))][0], rng)
+            out.append(self.space.mutate(child, rng) if rng.random() < 0.5 else child)
+        return out
+
+    def pick(self, candidates: list[dict[str, Any]]) -> int | None:
+        """The index of the fresh candidate of highest acquisition (None: none is fresh)."""
+        fresh = [i for i, c in enumerate(candidates) if self.key(c) not in self.taken]
+        if not fresh:
+            return None
+        mean, std = self.model.predict(self.encode([candidates[i] for i in fresh]))
+        return fresh[int(np.argmax(mean + self.options.optimism * std))]
+
+    def imagine(self, proposals: list[dict[str, Any]], rng: np.random.Generator) -> np.ndarray:
+        """Rewards for imagined children: one Thompson draw of the model, shared by all."""
+        return self.model.draw(self.encode(proposals), rng)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"told": [[v, r, b] for v, r, b in self.told], "failed": list(self.failed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.told = [(dict(v), r, b) for v, r, b in state["told"]]
+        self.failed = [dict(v) for v in state["failed"]]
+        self.taken = {self.key(v) for v, _, _ in self.told} | {self.key(v) for v in self.failed}
+        self._fit()
