@@ -68,7 +68,7 @@ class EpisodeSearcher(Searcher):
         self.n_actions = int(self.env.action_space.n)
         self.playing: dict[int, list[Step]] = {}  # proposal id -> its transitions
         self.planner = Planner(space, self.config, seed)
-        width = max(self.config.candidates, self.config.dream)
+        width = max(self.config.candidates, self.config.dream) if self.planner.model else 0
         self.envs = [architecture_env(space, self.observation) for _ in range(width)]
 
     def epsilon(self) -> float:

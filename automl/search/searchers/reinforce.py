@@ -116,27 +116,21 @@ class ReinforceSearcher(Searcher):
 
     @torch.no_grad()
     def _propose(self, proposal_id: int) -> dict[str, Any]:
-        batch = self.config.candidates if self.planner.active else 1
-        actions, log_probs, _ = self.net(None, batch=batch, generator=self.generator)
-        chosen = 0
         if self.planner.active:
+            actions, _, _ = self.net(None, batch=self.config.candidates, generator=self.generator)
             own = [self.space.values_from_indices(a) for a in actions.tolist()]
             candidates = own + self.planner.mutations(self.rng)
-            chosen = self.planner.pick(candidates) or 0
-            if chosen >= len(own):  # a mutation: its log-probability under the policy
-                indices = self.space.indices_from_values(candidates[chosen])
-                actions, log_probs, _ = self.net(torch.tensor([indices]))
-                own, chosen = [candidates[chosen]], 0
-            values = own[chosen]
+            values = candidates[self.planner.pick(candidates) or 0]
         else:
+            actions, _, _ = self.net(None, generator=self.generator)
             values = self.space.values_from_indices(actions[0].tolist())
-        active = torch.tensor(self.space.active_mask(values), dtype=torch.float32)
-        self.sampled[proposal_id] = float((log_probs[chosen] * active).sum())
-        self.planner.claim(values)
+        self._adopt(proposal_id, values)
         return values
 
     @torch.no_grad()
     def _adopt(self, proposal_id: int, values: dict[str, Any]) -> None:
+        """Keep the log-probability of ``values`` under the policy now (the ratio's
+        denominator at update time) and take it out of the fresh candidates."""
         _, log_probs, _ = self.net(torch.tensor([self.space.indices_from_values(values)]))
         active = torch.tensor(self.space.active_mask(values), dtype=torch.float32)
         self.sampled[proposal_id] = float((log_probs[0] * active).sum())
