@@ -18,12 +18,18 @@ demo: $(BIN)/.installed
 	$(BIN)/automl search --data synth-cry --space search_spaces/seed_gru.yaml --searcher reinforce \
 		--trials 10 --epochs 5 --workers 2 --seed 0 --experiment demo --json results/demo.json
 
-test: $(BIN)/.installed
+# The test of MLflow's UI drives Debian's Chromium, installed here when missing (as root).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+test: $(BIN)/.installed $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
+# what `make demo` wrote; the corpora and feature cache (~/.cache/automl, or $$AUTOML_CACHE) stay
 clean:
-	rm -rf $(VENV) .automl-cache mlflow.db mlartifacts results
+	rm -rf $(VENV) mlflow.db mlflow.db.lock mlartifacts results automl-runs

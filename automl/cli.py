@@ -12,11 +12,11 @@ import argparse
 import sys
 
 from automl.commands import baseline, compare, data, evaluate, export, predict, search, train
-from runtime.cli import Parser, run
+from runtime.cli import Parser, help_text, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="automl", description=__doc__.splitlines()[0])
+    parser = Parser(prog="automl", description=help_text(__doc__))
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (train, data, baseline, search, compare, evaluate, export, predict):
         command.add_parser(sub)

@@ -53,7 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["synth-cry", "digits"])
     parser.add_argument("--epochs", type=int, nargs="+", default=[5, 10, 15])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="the seeds themselves, a list (automl evaluate and rl train "
+                        "take a count)")  # fmt: skip
     parser.add_argument("--nets", nargs="+", default=list(NETS))
     parser.add_argument("--hparams", default="{}", help="JSON hyperparameters for every child")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/child_recipe.json"))

@@ -205,7 +205,9 @@ def main() -> None:
     b = sub.add_parser("build", help="train every child of a space and write the table")
     b.add_argument("--space", type=Path, required=True)
     b.add_argument("--data", required=True)
-    b.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    b.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                   help="the seeds themselves, a list (automl evaluate and rl train take a "
+                   "count)")  # fmt: skip
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--out", type=Path, required=True)
     b.set_defaults(func=build)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from runtime.errors import UserError
 from runtime.faults import FaultPlan
 from runtime.files import write_json
 from runtime.job import GridResult, Job, JobPlan, preflight, run_job
-from runtime.resources import TrialResources, max_wait_field, parse_rules
+from runtime.resources import TrialResources, join_timeout_field, max_wait_field, parse_rules
 from runtime.tags import CODE_VERSION_TAG, ENV_TAG, ROLE_TAG
 from runtime.trial import (
     ERROR,
@@ -70,13 +71,29 @@ class JobConfig:
     )
     algo: str = field(default="dqn", metadata=option("the agent", choices=list(ALGOS)))
     steps: int | None = field(
-        default=None, metadata=option("env steps per seed", type=positive_int)
+        default=None,
+        metadata=option(
+            f"env steps per seed (default: the agent's total_steps: "
+            f"{dqn.DQNConfig.total_steps} for dqn, {qlearning.QLearningConfig.total_steps} "
+            "for qlearning)",
+            type=positive_int,
+        ),
     )
     episodes: int | None = field(
-        default=None, metadata=option("episodes per seed (qlearning)", type=positive_int)
+        default=None,
+        metadata=option(
+            f"episodes per seed (qlearning; default: {qlearning.QLearningConfig.episodes})",
+            type=positive_int,
+        ),
     )
-    seeds: int = field(default=1, metadata=option("seeds first..first+K-1", type=positive_int))
-    first_seed: int = field(default=0, metadata=option("the first seed", type=int))
+    seeds: int = field(
+        default=1,
+        metadata=option(
+            "how many seeds: first..first+N-1 (a count here and in automl evaluate)",
+            type=positive_int,
+        ),
+    )
+    first_seed: int = field(default=0, metadata=option("the first seed", type=int, metavar="N"))
     workers: int = field(
         default=1, metadata=option("seeds (or populations) trained at once", type=positive_int)
     )
@@ -91,9 +108,16 @@ class JobConfig:
     )
     overrides: list[str] = field(
         default_factory=list,
-        metadata=overrides_option("set a field of the agent's config, e.g. n_step=3", "--set"),
+        metadata=overrides_option(
+            "set a field of the agent's config, e.g. n_step=3: the fields of DQNConfig "
+            "(rl/dqn.py) or QLearningConfig (rl/qlearning.py), each with its default and why",
+            "--set",
+        ),
     )
-    experiment: str = field(default="rl", metadata=option("MLflow experiment name"))
+    experiment: str = field(
+        default="rl",
+        metadata=option("MLflow experiment name (rl's own: automl search's default is automl)"),
+    )
     tracking_uri: str | None = field(
         default=None, metadata=option("MLflow URI (default: sqlite:///mlflow.db)")
     )
@@ -106,6 +130,7 @@ class JobConfig:
     address: str | None = field(
         default=None, metadata=option("join this Ray cluster (default: local Ray)")
     )
+    join_timeout: float = join_timeout_field()
     cpus_per_trial: float = field(
         default=1.0, metadata=option("CPUs each seed (or population) asks Ray for",
                                      type=positive_float)
@@ -222,6 +247,7 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
     resources.check_fields(set())  # a seed has no fields a condition could name
     plan = JobPlan(tracking_uri=tracking.resolve_uri(job.tracking_uri),
                    experiment=job.experiment, address=job.address,
+                   join_timeout=job.join_timeout,
                    requests=resources.requests(), max_wait=job.max_wait)  # fmt: skip
     preflight(plan)
     start, rows, ended = time.time(), [], {}
@@ -235,6 +261,7 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
             "parent_run_id": running.parent.parent_run_id,
             "experiment_id": running.parent.experiment_id,
             "tracking_uri": plan.tracking_uri, "wall_seconds": time.time() - start,
+            "checkpoint_dir": str(root), "json": job.json,
         }  # fmt: skip
         if job.json:
             write_json(Path(job.json), summary)
@@ -245,12 +272,16 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
                           f"rl-{job.algo}-{job.env}", params, role="rl")  # fmt: skip
     from runtime.tune_grid import GridOptions, run_grid  # Ray: after ray_cluster.prepare
 
-    with run_job(plan, open_parent, close) as running:
+    with (
+        run_job(plan, open_parent, close) as running,
+        tempfile.TemporaryDirectory(prefix="rl-tune-") as tune_files,
+    ):  # Ray Tune's own records: nothing rl reads back, not the user's folder
         provenance = {ENV_TAG: job.env, CODE_VERSION_TAG: tracking.code_version()}
         context = TrialContext(running.parent, faults, tags=provenance)
         common = dict(base=base, context=context, checkpoint_root=str(root), resume=job.resume)
-        options = GridOptions(workers=job.workers, resources=resources, storage=root / "ray",
-                              max_wait=job.max_wait, names=("seeds", "training"))  # fmt: skip
+        options = GridOptions(workers=job.workers, resources=resources,
+                              storage=Path(tune_files), max_wait=job.max_wait,
+                              names=("seeds", "training"))  # fmt: skip
         if groups:
             results = run_grid(population_trainable, "seeds", groups, options, **common)
         else:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -175,7 +176,7 @@ def duration(text: str) -> float:
         seconds = float(number) * units[unit]
     except ValueError:
         seconds = -1.0
-    if not seconds > 0:
+    if not 0 < seconds < math.inf:
         raise argparse.ArgumentTypeError(f"expected a duration like 90s, 15m or 2h, got {text!r}")
     return seconds
 
@@ -185,7 +186,7 @@ def _number(text: str, kind: type, minimum: float, what: str) -> Any:
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if value < minimum:
+    if not math.isfinite(value) or value < minimum:  # nan passes every comparison
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
 
@@ -200,29 +201,61 @@ def option(
     return {"help": help, "flag": flag, "type": type, **extra}
 
 
+#: what an option of each checked type takes, as ``--help`` names it
+METAVARS = {
+    "positive_int": "N", "non_negative_int": "N", "retry_count": "N",
+    "positive_float": "X", "non_negative_float": "X", "duration": "DURATION",
+}  # fmt: skip
+#: ... and an option of each common name, the same in every command
+NAMED_METAVARS = {
+    "tracking_uri": "URI", "address": "HOST:PORT", "storage": "DIR", "out": "DIR",
+    "plots": "DIR", "checkpoint_dir": "DIR", "json": "FILE", "best": "EXPERIMENT",
+    "experiment": "NAME", "register": "MODEL_NAME", "run_id": "RUN_ID", "data": "CORPUS",
+    "space": "FILE_OR_NAME", "searcher": "NAME", "frontend": "NAME", "model": "MODEL",
+    "seed": "N", "device": "DEVICE", "env": "ENV_ID", "algo": "NAME",
+}  # fmt: skip
+
+
+def help_text(doc: str) -> str:
+    """A module docstring's first paragraph as ``--help`` shows it: whole, without the
+    reST markup (````train```` reads ``train``)."""
+    first = doc.strip().split("\n\n")[0]
+    return " ".join(first.split()).replace("``", "")
+
+
 def overrides_option(help: str, flag: str | None = None) -> dict[str, Any]:
     """Metadata of a repeatable ``KEY=VALUE`` option (a list field), for :func:`parse_overrides`."""
     return option(help, flag=flag, action="append", metavar="KEY=VALUE")
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--option`` per field of ``cls`` declared with :func:`option`; default: the field's."""
+    """One ``--option`` per field of ``cls`` declared with :func:`option`; default: the
+    field's. ``cls.OPTION_GROUPS`` (heading -> field names), where a config has one, puts
+    ``--help``'s options under those headings, in that order."""
+    headings = getattr(cls, "OPTION_GROUPS", {})
+    groups = {heading: parser.add_argument_group(heading) for heading in headings}
+    group_of = {name: groups[heading] for heading, names in headings.items() for name in names}
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata:
             continue
         meta = dict(f.metadata)
         flag = meta.pop("flag") or "--" + f.name.replace("_", "-")
+        target = group_of.get(f.name, parser)
         kwargs = {k: v for k, v in meta.items() if v is not None}
         kwargs["dest"] = f.name
+        if "metavar" not in kwargs and "choices" not in kwargs and kwargs.get("action") is None:
+            by_type = METAVARS.get(getattr(kwargs.get("type"), "__name__", ""))
+            if by_type or f.name in NAMED_METAVARS:
+                kwargs["metavar"] = by_type or NAMED_METAVARS[f.name]
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kwargs["required"] = True
         elif kwargs.get("action") in ("store_true", "append"):
             kwargs["default"] = _default(f)
         else:
             kwargs["default"] = _default(f)
-            if kwargs["default"] not in (None, [], ""):
+            if kwargs["default"] not in (None, [], "") and "default:" not in kwargs["help"]:
                 kwargs["help"] += f" (default: {kwargs['default']})"
-        parser.add_argument(flag, **kwargs)
+        target.add_argument(flag, **kwargs)
 
 
 def from_args(cls: type, args: argparse.Namespace, **values: Any) -> Any:
@@ -280,12 +313,25 @@ def build_config(cls: type, overrides: dict[str, Any], option_name: str, **fixed
 
 def coerce(text: str, hint: Any, where: str) -> Any:
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except json.JSONDecodeError:
         value = text
+    except ValueError as exc:  # NaN, Infinity: JSON's reader takes them, no option should
+        raise UserError(f"{where}: {exc}") from None
     if not _matches(value, hint):
         raise UserError(f"{where}: expected {_describe(hint)}, got {text!r}")
     return float(value) if hint is float else value
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(f"{name} is not a number an option can take")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as inf
+        _not_a_number(text)
+    return value
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -332,3 +378,5 @@ def read_json_file(path: Path, option_name: str) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{option_name} {path}: not valid JSON ({exc})") from None
+    except RecursionError:  # thousands of nested brackets: no file of ours looks like that
+        raise UserError(f"{option_name} {path}: nested too deeply to be an architecture") from None

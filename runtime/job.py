@@ -45,6 +45,7 @@ class JobPlan:
     address: str | None  # None: a local Ray
     requests: list[tuple[str, dict[str, float]]]  # every request a trial can make
     max_wait: float | None = None  # None: refuse requests no node has, before starting
+    join_timeout: float = ray_cluster.JOIN_TIMEOUT  # joining ``address`` ends by then
 
 
 @dataclass
@@ -72,6 +73,7 @@ def preflight(plan: JobPlan) -> None:
     tracking.check_reachable(plan.tracking_uri)
     tracking.check_experiment(plan.tracking_uri, plan.experiment)
     ray_cluster.check_address(plan.address)
+    ray_cluster.probe(plan.address, plan.join_timeout)
     if plan.address is None and plan.max_wait is None:
         ray_cluster.check_fits(plan.requests, None)
 
@@ -93,7 +95,7 @@ def run_job(
         # cluster can fail (no cluster at "auto"): join first, so a failed join leaves no run.
         pending = pool.submit(open_parent) if plan.address is None else None
         try:
-            ray.enter_context(ray_cluster.ray_session(plan.address))
+            ray.enter_context(ray_cluster.ray_session(plan.address, plan.join_timeout))
             if plan.address is not None and plan.max_wait is None:
                 ray_cluster.check_fits(plan.requests, plan.address)
         except UserError:

@@ -131,6 +131,21 @@ class TrialResources:
                 )
 
 
+def join_timeout_field() -> Any:
+    """``--join-timeout``, as both commands declare it: how long joining ``--address`` may
+    take before it ends in one line (Ray itself would retry for minutes, or for ever)."""
+    from runtime.ray_cluster import JOIN_TIMEOUT
+
+    return field(
+        default=JOIN_TIMEOUT,
+        metadata=option(
+            "how long joining --address may take (90s, 2m) before the command ends saying "
+            f"what failed (default: {JOIN_TIMEOUT:g}s)",
+            type=duration,
+        ),
+    )
+
+
 def max_wait_field(trials: str, job: str) -> Any:
     """``--max-wait``, as both commands declare it on their options dataclass."""
     return field(

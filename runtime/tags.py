@@ -7,8 +7,12 @@ read these names: change a value here and old experiments no longer match. Tag v
 
 # MLflow's own keys
 PARENT_TAG = "mlflow.parentRunId"  # on a nested run: its parent run (MLflow's nesting)
+RUN_NAME_TAG = "mlflow.runName"  # on a run: its name
 EXPERIMENT_KIND = "mlflow.experimentKind"  # on an experiment: the view the UI opens it on
 DATASET_CONTEXT_TAG = "mlflow.data.context"  # on a run's dataset input: what it was used for
+NOTE_TAG = "mlflow.note.content"  # on a run: its description (Markdown), shown on its page
+#: on an experiment, + a key: a saved view of the UI's runs page (MLflow's "shared view")
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 
 # any job's runs (runtime)
 ROLE_TAG = "automl.role"  # what a run is: search, child, rl-seed, evaluation
@@ -24,6 +28,7 @@ GPUS_TAG = "ray.gpu_ids"  # ... and which of that node's GPUs it was given (when
 # a search and its children (automl)
 BEST_CHILD_TAG = "automl.best_child_run_id"  # on the parent run: its best child so far
 ARCHITECTURE_TAG = "automl.architecture"  # on a child's run: its architecture (JSON)
+ARCH_SHORT_TAG = "automl.arch"  # ... and its short form (gru[128t 64r]), a column in the UI
 DEVICE_TAG = "automl.device"  # on a child's run: what it trained on (cpu, cuda:0)
 DATA_TAG = "automl.data"  # on a child's run: the corpus its search used
 FRONTEND_TAG = "automl.frontend"  # ... the frontend that made its features

@@ -8,8 +8,10 @@ URI: no fluent global state leaks between trials of a reused worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -51,6 +53,17 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
+def check_store(uri: str) -> None:
+    """For commands that only read runs (compare, evaluate, export, predict): the store
+    must exist; opening a SQLite file that does not would create an empty store."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UserError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}: run automl search first, "
+            "or give --tracking-uri (or MLFLOW_TRACKING_URI)"
+        )
+    check_reachable(uri)
+
+
 def check_reachable(uri: str) -> None:
     """Fail fast with one clear line instead of minutes of client retries. A server is
     asked a real API question (search one experiment), not just ``/health``: a server that
@@ -76,11 +89,35 @@ def check_reachable(uri: str) -> None:
             raise UserError(f"tracking server {uri} is unreachable ({reason})") from None
         _check_artifact_store(uri, answer)
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise UserError(f"tracking URI {uri}: folder {folder} is missing or not writable")
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise UserError(f"tracking URI {uri}: folder {path.parent} is missing or not writable")
+        _check_sqlite_store(uri, path)
     else:
         raise UserError(f"tracking URI {uri}: use sqlite:///PATH or http(s)://HOST:PORT")
+
+
+def _check_sqlite_store(uri: str, path: Path) -> None:
+    """A SQLite file is MLflow's store, or new (missing, or empty): a folder, a file that
+    is not SQLite, or another application's database (MLflow would add its ~50 tables to
+    it, silently) is refused. MLflow upgrades an older store of its own by itself."""
+    import sqlite3
+
+    if path.is_dir():
+        raise UserError(f"tracking URI {uri}: {path} is a folder; name a database file in it")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"tracking URI {uri}: {path} is not a SQLite database ({exc})") from None
+    if tables and not {"experiments", "alembic_version"} <= tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise UserError(
+            f"tracking URI {uri}: {path} is another application's database (tables {shown}), "
+            "not an MLflow store; name a new file"
+        )
 
 
 def _check_artifact_store(uri: str, answer: bytes) -> None:
@@ -110,7 +147,15 @@ def _check_artifact_store(uri: str, answer: bytes) -> None:
 
 
 def check_experiment(uri: str, experiment: str) -> None:
-    """A deleted experiment takes no runs: say how to restore it, before anything starts."""
+    """A name MLflow refuses (empty, too long), or a deleted experiment, which takes no
+    runs: said (with how to restore it) before anything starts."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_experiment_name
+
+    try:
+        _validate_experiment_name(experiment)
+    except MlflowException as exc:
+        raise UserError(f"--experiment {experiment!r}: {exc.message}") from None
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return  # a new store holds no deleted experiment
     with store_lock(uri):
@@ -190,6 +235,25 @@ def retry(call: Callable[[], T], attempts: int = 5) -> T:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def metric_key(prefix: str, label: str) -> str:
+    """``prefix/label`` as a metric key MLflow takes, whatever the label (a class name):
+    characters it refuses (brackets, commas, tabs, emoji) and those that would make the
+    key a path (``/``, ``.``) become ``_``."""
+    safe = re.sub(r"[^\w\- ]", "_", label) or "_"
+    return f"{prefix}/{safe}"
+
+
+def check_model_name(name: str, option: str) -> None:
+    """A name the Model Registry takes, checked before any work (MLflow's own rule)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        raise UserError(f"{option} {name!r}: {exc.message}") from None
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:
@@ -288,7 +352,8 @@ def ensure_experiment(uri: str, experiment: str) -> str:
         else:
             experiment_id = found.experiment_id
         if found is None or EXPERIMENT_KIND not in found.tags:
-            # the UI opens it on its runs (MLflow 3 would guess a GenAI experiment)
+            # what the experiment is, for tools that read it (MLflow 3.17's UI decides its
+            # pages per browser instead: runtime.mlflow_ui links to the runs page)
             mlflow.set_experiment_tag(experiment_id, EXPERIMENT_KIND, "custom_model_development")
     return experiment_id
 
@@ -425,7 +490,7 @@ class ChildRun:
 
     def finish(self, metrics: dict[str, float], artifacts: dict[str, Any] | None = None) -> bool:
         """Final metrics; ``artifacts`` maps file names under ``checkpoint/`` to tensors or
-        JSON (not ``model/``: that name is the run's MLflow model, ``runs:/<id>/model``).
+        JSON (not ``child-NNNN/``: that name is the run's MLflow model).
 
         Returns False, writing nothing, when the run was closed as KILLED meanwhile: its
         job's driver died and the resumed job runs this trial again."""
@@ -501,6 +566,19 @@ def get_run(uri: str, run_id: str) -> StoredRun:
         raise _tracking_error(exc, UnknownRun) from None
 
 
+def has_run(uri: str, run_id: str) -> bool:
+    """Whether the store at ``uri`` holds run ``run_id`` (a SQLite file that does not exist
+    holds none, and is not created by asking)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return False
+    check_reachable(uri)
+    try:
+        get_run(uri, run_id)
+    except UnknownRun:
+        return False
+    return True
+
+
 def find_experiment(uri: str, name: str) -> str | None:
     """The id of the live experiment ``name`` (None when there is none, or it is deleted):
     what a report of an experiment's runs starts from."""
@@ -571,9 +649,29 @@ def log_artifact(uri: str, run_id: str, path: Path, folder: str | None = None) -
     retry(lambda: client(uri).log_artifact(run_id, str(path), folder))
 
 
+def set_experiment_tag(uri: str, experiment_id: str, key: str, value: str) -> None:
+    """One tag on an experiment (a view of its runs page the UI reads back)."""
+    retry(lambda: client(uri).set_experiment_tag(experiment_id, key, value))
+
+
 def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
     """One tag on a run, open or closed (a link between runs: evaluation and child)."""
     retry(lambda: client(uri).set_tag(run_id, key, value))
+
+
+@contextmanager
+def closed_on_error(uri: str, run_id: str) -> Iterator[None]:
+    """A run opened outside a job, closed if the block fails: KILLED on Ctrl-C, FAILED
+    (with its error) otherwise, so no run is left RUNNING."""
+    try:
+        yield
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if not interrupted:
+            error = str(exc)[:5000] or repr(exc)
+            retry(lambda: client(uri).set_tag(run_id, ERROR_TAG, error))
+        end_run(uri, run_id, "KILLED" if interrupted else "FAILED")
+        raise
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
@@ -590,13 +688,15 @@ def download_artifact(uri: str, run_id: str, path: str, into: Path) -> Path:
 def log_pyfunc_model(
     uri: str,
     run_id: str,
+    name: str,
     code: Path,
     artifacts: dict[str, str],
     input_example: Any,
     pip_requirements: list[str],
 ) -> str:
-    """Log an MLflow pyfunc model into run ``run_id`` with models-from-code (``code`` is the
-    model's Python file, run on load: nothing is pickled); returns the model's URI.
+    """Log an MLflow pyfunc model ``name`` into run ``run_id`` with models-from-code
+    (``code`` is the model's Python file, run on load: nothing is pickled); returns the
+    model's URI (``models:/<model id>``; ``runs:/<run id>/<name>`` finds it too).
 
     MLflow logs a model only into its active run: the run is resumed for it, and ends
     FINISHED now (:func:`end_run` puts back its status and end time where that matters)."""
@@ -604,7 +704,7 @@ def log_pyfunc_model(
 
     with using(uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=name,
             python_model=str(code),
             artifacts=artifacts,
             input_example=input_example,

@@ -130,6 +130,16 @@ def break_corpus(root: Path, case: str) -> None:
         samples = tone(300).astype("float32")
         samples[100], samples[200] = np.nan, np.inf
         sf.write(root / "wav" / "devel_003.wav", samples, RATE, subtype="FLOAT")
+    elif case == "absurd-samples":  # finite, but no float wav holds them
+        samples = tone(300).astype("float32")
+        samples[100] = 1e30
+        sf.write(root / "wav" / "devel_003.wav", samples, RATE, subtype="FLOAT")
+    elif case in ("path-traversal", "absolute-path"):  # a label naming audio outside wav/
+        secret = root.parent / "outside_secret.wav"
+        sf.write(secret, tone(300), RATE)
+        (root / "wav" / "train_d").mkdir()
+        name = "train_d/../../../outside_secret.wav" if case == "path-traversal" else str(secret)
+        lab.write_text(lab.read_text() + f"{name}\tlow\n")
     elif case == "one-class":
         lab.write_text(lab.read_text().replace("\thigh", "\tlow"))
     elif case == "class-absent-from-train":

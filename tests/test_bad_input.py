@@ -15,11 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS_MISTAKES, break_corpus, write_compare
+import soundfile as sf
+from conftest import CORPUS_MISTAKES, RATE, break_corpus, tone, write_compare
 
 from automl.cli import main
 
 GOOD_SPACE = "family: rnn\nlayers: {count: 1, units: [8]}\n"
+#: a "billion laughs": 9 levels of 9 aliases each, 9**9 values from 500 bytes
+LAUGHS = "family: rnn\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 9)}]\n" for k in range(1, 9)
+)
 
 
 def _files(folder: Path) -> set[Path]:
@@ -38,7 +43,7 @@ def _assert_clean_failure(code: int, err: str, message: str) -> None:
     assert code == 2, err
     assert message in err, err
     assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
+    assert len(err.splitlines()) == 1, err  # one line: none blank before it
 
 
 @pytest.fixture
@@ -69,6 +74,9 @@ def _search_args(corpus: Path, space: Path, **options: str) -> list[str]:
         ("unreadable-wav", "devel_003.wav"),
         ("empty-wav", "devel_003.wav"),
         ("non-finite-wav", "devel_003.wav: 2 samples are NaN or infinite"),
+        ("absurd-samples", "devel_003.wav: a sample of 1e\\+30, far outside \\[-1, 1\\]"),
+        ("path-traversal", "names 'train_d/../../../outside_secret.wav', a path outside"),
+        ("absolute-path", "outside_secret.wav' does not start with train_"),
     ],
 )
 def test_bad_corpus(tmp_path, workdir, automl_cache, capsys, case, message):
@@ -91,6 +99,8 @@ def test_bad_corpus(tmp_path, workdir, automl_cache, capsys, case, message):
         ("family: rnn\nlayers: {count: 1, units: []}\n", "empty choices"),
         ("family: rnn\nlayers: {count: one, units: [8]}\n", "must be an integer"),
         ("family: rnn\nlayers: [1, 2\n", "YAML syntax error"),
+        (LAUGHS, "expands to more than 100000 values"),  # accepted, it would take GBs
+        ("family: rnn\nlayers: {count: 1, units: 8}\n", "it decides nothing"),
     ],
 )
 def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):
@@ -261,3 +271,45 @@ def test_a_very_long_file_is_reported_and_max_seconds_crops_it(
     assert cropped.max() == cropped.min() == full.min() and full.max() > 50 * full.min()
     code, err = _run(["data", "--data", "digits", "--max-seconds", "2"], capsys)
     _assert_clean_failure(code, err, "--max-seconds crops audio")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "--experiment", "demo"],
+        ["evaluate", "--best", "demo"],
+        ["export", "--model", "models:/cry/1", "--format", "onnx", "--out", "cry.onnx"],
+        ["predict", "--model", "models:/cry/1", "baby.wav"],
+    ],
+)
+def test_commands_that_read_runs_never_create_a_store(tmp_path, workdir, capsys, argv):
+    """Without a store, reading commands say so in one line and leave nothing behind (an
+    SQLite URI to a missing file would create an empty store)."""
+    wav = tmp_path / "baby.wav"
+    sf.write(wav, tone(300), RATE)
+    code, err = _run([str(wav) if a == "baby.wav" else a for a in argv], capsys)
+    _assert_clean_failure(code, err, f"no MLflow store at {workdir / 'mlflow.db'}")
+    assert _files(workdir) == set()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('{"family": "rnn", "layers": [{"units": 8}], "hparams": "fast"}',
+         "arch.json.hparams: expected an object, got 'fast'"),
+        ('{"family": "rnn", "layers": [{"units": 1000000, "activation": "tanh"}]}',
+         "units: expected an integer from 0 to 4096, got 1000000"),
+        ('{"family": "rnn", "layers": [{"units": 8}], "lr": Infinity}',
+         "hparams.lr: expected a number"),
+        ('{"family": "rnn", "layers": 8}', "layers: expected a non-empty list"),
+        ("[" * 200_000 + "]" * 200_000, "nested too deeply to be an architecture"),
+    ],
+    ids=["hparams-a-word", "a-million-units", "infinite-lr", "number-for-list", "deep"],
+)  # fmt: skip
+def test_a_bad_architecture_file_is_one_line_before_any_work(
+    tmp_path, workdir, capsys, text, message
+):
+    (tmp_path / "arch.json").write_text(text)
+    code, err = _run(["train", "--data", "digits", "--arch", str(tmp_path / "arch.json")], capsys)
+    _assert_clean_failure(code, err, message)
+    assert _files(workdir) == set()

@@ -216,3 +216,93 @@ def test_rl_train_spreads_seeds_over_both_nodes(tmp_path, cluster, server):
     summary = json.loads((tmp_path / "out.json").read_text())
     assert [s["status"] for s in summary["seeds"]] == ["done", "done"]
     assert len(_nodes_of_children(server, summary)) == 2
+
+
+def _one_line_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith(("automl", "rl"))]
+    assert len(lines) == 1, done.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_driver_without_the_clusters_token_is_told_how_to_set_it(tmp_path, cluster):
+    """Both commands, against a cluster whose token the driver lacks: one line naming the
+    address Ray dials and RAY_AUTH_TOKEN, in seconds (the GCS answers, and refuses)."""
+    (tmp_path / "space.yaml").write_text(SPACE)
+    no_token = {k: v for k, v in _env().items() if not k.startswith("RAY_AUTH")}
+    for command in (
+        ["automl.cli", "search", "--data", "digits", "--space", "space.yaml"],
+        ["rl.cli", "train", "--env", "CartPole-v1"],
+    ):
+        started = time.time()
+        done = subprocess.run(
+            [sys.executable, "-m", *command, "--address", cluster.address, "--tracking-uri",
+             f"sqlite:///{tmp_path / 'mlflow.db'}"],
+            cwd=tmp_path, env=no_token, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        line = _one_line_error(done)
+        assert f"--address {cluster.address}" in line and "set RAY_AUTH_TOKEN" in line, line
+        assert time.time() - started < 60
+
+
+def test_a_join_with_no_answer_ends_at_the_join_timeout(tmp_path):
+    """An address that accepts connections but is no Ray cluster: bounded by
+    --join-timeout, one line saying so (Ray alone would retry for minutes)."""
+    import socket
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.time()
+        done = _driver(
+            ["automl.cli", "search", "--data", "digits", "--space", "space.yaml", "--address",
+             address, "--join-timeout", "4s", "--tracking-uri",
+             f"sqlite:///{tmp_path / 'mlflow.db'}"],
+            tmp_path,
+        )  # fmt: skip
+    line = _one_line_error(done)
+    assert "did not answer within 4 s (--join-timeout)" in line, line
+    assert time.time() - started < 4 + 30
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+LOOPBACK_CLUSTER = """
+import sys, time
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={
+    "node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+print(cluster.address, flush=True)
+sys.stdin.read()  # until the test closes it
+cluster.shutdown()
+"""
+
+
+def test_a_search_joins_a_cluster_bound_to_loopback_only(tmp_path):
+    """A head and a node started as Ray's own test clusters start them, their GCS on
+    127.0.0.1 alone: Ray would rewrite the loopback address to this machine's routable
+    one, where nothing answers (the join hung); the driver joins on loopback instead."""
+    (tmp_path / "space.yaml").write_text(SPACE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # as Ray's test utilities run: loopback
+    host = subprocess.Popen(
+        [sys.executable, "-c", LOOPBACK_CLUSTER], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    try:
+        address = host.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), address
+        done = _driver(
+            ["automl.cli", "search", "--address", address, "--data", "digits", "--space",
+             "space.yaml", "--searcher", "random", "--trials", "1", "--epochs", "1",
+             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+             "--json", "out.json", "--join-timeout", "60s"],
+            tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads((tmp_path / "out.json").read_text())["trained"] == 1
+    finally:
+        host.stdin.close()
+        host.wait(timeout=60)

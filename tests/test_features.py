@@ -121,3 +121,19 @@ def test_digits_are_sequences_of_rows():
     assert ds.n_features == 8 and ds.n_classes == 10
     assert set(ds.splits["train"].lengths.tolist()) == {8}
     assert sum(len(s) for s in ds.splits.values()) == 1797
+
+
+@pytest.mark.parametrize("frontend", ["mfcc", "logmel"])
+def test_a_file_shorter_than_one_window_gives_a_frame_without_a_warning(tmp_path, frontend):
+    """12 ms of sound (less than the 25 ms window): one frame, and no raw librosa warning
+    printed once per such file."""
+    import warnings
+
+    from automl.data.prepare import features_of
+
+    path = tmp_path / "short.wav"
+    sf.write(path, np.full(200, 0.1, np.float32), 16000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        features = features_of(path, frontend)
+    assert features.shape[0] == 1 and np.isfinite(features).all()

@@ -177,7 +177,8 @@ def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
     [
         ([signal.SIGINT], 130, "--resume"),
         ([signal.SIGTERM], 143, "--restart"),
-        ([signal.SIGINT, signal.SIGINT], 130, "--resume"),  # the second forces the stop
+        # the second forces the stop; what resuming then does, the first case shows
+        ([signal.SIGINT, signal.SIGINT], 130, None),
     ],
     ids=["ctrl-c", "sigterm", "ctrl-c-twice"],
 )
@@ -188,7 +189,7 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(
     one line, the parent and the running child KILLED (not FINISHED, not stopped), finished
     children kept. The same command refuses to start over; `--resume` trains the
     interrupted child again and completes the search; `--restart` sets it aside and
-    starts a new one."""
+    starts a new one (each after a single signal: after two, the state is the same)."""
     args = _args(tmp_path, 2, epochs=40)
     args[args.index("--workers") + 1] = "1"
     log = tmp_path / "interrupted.log"
@@ -219,6 +220,8 @@ def test_ctrl_c_marks_the_search_interrupted_and_resume_retrains_what_ran(
     statuses = [r.info.status for r in _children(summary).values()]
     assert "KILLED" in statuses and "RUNNING" not in statuses
 
+    if then is None:
+        return
     killed = {r.info.run_id for r in _children(summary).values() if r.info.status == "KILLED"}
     assert main(args) == 2  # not started over without --resume (or --restart)
     assert main([*args, then]) == 0
@@ -243,7 +246,7 @@ def test_ctrl_c_on_rl_train_marks_it_interrupted_and_resume_finishes_it(tmp_path
     # long enough (several seconds a seed) to be seen training before it ends
     small = ("learning_starts=500", "eval_every=10000", "checkpoint_every=1000", "hidden=[32]")
     args = [
-        *("train", "--env", "CartPole-v1", "--steps", "12000", "--seeds", "2"),
+        *("train", "--env", "CartPole-v1", "--steps", "8000", "--seeds", "2"),
         *("--workers", "1", "--json", "out.json"),
         *(x for s in small for x in ("--set", s)),
     ]
@@ -276,7 +279,7 @@ def test_ctrl_c_on_rl_train_marks_it_interrupted_and_resume_finishes_it(tmp_path
     assert resumed.returncode == 0, resumed.stderr.decode()
     after = json.loads((tmp_path / "out.json").read_text())
     assert [s["status"] for s in after["seeds"]] == ["done", "done"]
-    assert all(s["steps"] == 12000 for s in after["seeds"])
+    assert all(s["steps"] == 8000 for s in after["seeds"])
     assert client.get_run(after["parent_run_id"]).info.status == "FINISHED"
 
 

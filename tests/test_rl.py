@@ -248,13 +248,29 @@ def test_rl_train_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         assert np.isfinite(row["returned_fresh_return"])
         files = client.list_artifacts(row["mlflow_run_id"], "checkpoint")
         assert [f.path for f in files] == ["checkpoint/best.pt"]
+    printed = capsys.readouterr().out
+    assert "None" not in printed  # a threshold not reached says so
+    assert f"parent run {summary['parent_run_id']}" in printed
+    assert f"checkpoints: {tmp_path / 'checkpoints'}/seed-N" in printed
+    assert f"summary: {out}" in printed and "#/experiments/" in printed
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["seed-0", "seed-1"]
     folder = tmp_path / "checkpoints" / "seed-1"
-    capsys.readouterr()
     assert rl_main(["evaluate", "--checkpoint", str(folder), "--episodes", "3"]) == 0
     assert "best.pt" in capsys.readouterr().out  # the returned policy, by default
     last = ["evaluate", "--checkpoint", str(folder), "--which", "last", "--episodes", "3"]
     assert rl_main(last) == 0
     assert latest_checkpoint(folder).name in capsys.readouterr().out
+    # a checkpoint whose config someone edited: one line, never a traceback
+    state = torch.load(folder / "best.pt", weights_only=True)
+    for edit, message in [
+        ({"hidden": [7]}, "its networks do not fit its config"),
+        ({"env_id": "MountainCarContinuous-v0"}, "needs a discrete action space"),
+        ({"env_id": "NoSuchEnv-v9"}, "cannot make its env NoSuchEnv-v9"),
+    ]:
+        torch.save({**state, "config": {**state["config"], **edit}}, tmp_path / "edited.pt")
+        assert rl_main(["evaluate", "--checkpoint", str(tmp_path / "edited.pt")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
 
 
 def test_rl_train_gives_up_waiting_for_a_node_after_max_wait(tmp_path, monkeypatch, capsys):

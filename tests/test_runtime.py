@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime import tracking
 from runtime.cli import Parser, add_options, from_args, option, parse_overrides, positive_int
 from runtime.errors import UserError
 from runtime.files import atomic_write, write_json
@@ -54,6 +55,10 @@ def test_overrides_are_parsed_as_json_and_typed(item, value):
         ("limit=many", "expected an integer or null"),
         ("colour=red", "--set colour=red: expected KEY=VALUE with KEY one of flag, hidden"),
         ("rate", "expected KEY=VALUE"),
+        ("rate=NaN", "--set rate=NaN: NaN is not a number an option can take"),
+        ("rate=-Infinity", "-Infinity is not a number"),
+        ("rate=1e999", "--set rate=1e999: 1e999 is not a number"),
+        ("hidden=[1, NaN]", "NaN is not a number"),
     ],
 )
 def test_override_mistakes_name_the_option_and_the_expected_type(item, message):
@@ -186,3 +191,52 @@ def test_tag_names_of_runtime_live_in_runtime_tags():
         and node.value.startswith("automl.")
     }
     assert found == {}
+
+
+def test_class_labels_become_metric_keys_mlflow_takes():
+    """A label with brackets, commas, tabs, emoji or path parts is still logged
+    (``recall/<label>``): the characters MLflow refuses become ``_``; what it takes stays."""
+    from mlflow.utils.validation import _validate_metric_name
+
+    labels = ("calm (baseline)", "a,b", "tab\there", "cry 😢", "état-2.x/ok", "../up", "", ".")
+    for label in labels:
+        _validate_metric_name(tracking.metric_key("recall", label))  # raises if refused
+    assert tracking.metric_key("recall", "a,b (c)") == "recall/a_b _c_"
+    assert tracking.metric_key("recall", "état-2") == "recall/état-2"
+
+
+def _subcommands(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_help_reads_whole_and_every_option_says_what_it_takes():
+    """``--help`` of both commands: the description whole (no sentence cut off) and without
+    reST markup; every option has help, a placeholder that is not just its own name in
+    capitals where a better one is known, and search's options under headings."""
+    from automl.cli import build_parser as automl_parser
+    from rl.cli import build_parser as rl_parser
+
+    for parser in (automl_parser(), rl_parser()):
+        text = parser.format_help()
+        assert "``" not in text and parser.description.endswith(".")
+        for name, sub in _subcommands(parser):
+            for action in sub._actions:
+                if action.option_strings and action.dest != "help":
+                    assert action.help, f"{name} {action.option_strings[0]}"
+                    assert action.metavar != "TRACKING_URI", f"{name} {action.dest}"
+    search = dict(_subcommands(automl_parser()))["search"].format_help()
+    for heading in (
+        "data:",
+        "space and searcher:",
+        "resources and cluster:",
+        "tracking and output:",
+        "budget, early stopping and objective:",
+    ):
+        assert f"\n{heading}\n" in search
+    assert "--best EXPERIMENT" in dict(_subcommands(automl_parser()))["evaluate"].format_help()
+    steps = dict(_subcommands(rl_parser()))["train"].format_help()
+    assert "--steps N" in steps and "50000 for dqn" in steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ def test_search_cli_local_ray_listens_on_loopback_only(tmp_path: Path):
     """The real command, in its own process: every port its Ray opens is on 127.0.0.1."""
     command = [
         *(sys.executable, "-m", "automl.cli", "search", "--data", "digits"),
-        *("--space", "seed_gru", "--searcher", "random", "--trials", "2", "--epochs", "1"),
+        *("--space", "seed_gru", "--searcher", "random", "--trials", "1", "--epochs", "1"),
         *("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path)),
     ]
     proc = subprocess.Popen(
@@ -77,13 +78,43 @@ def test_space_yaml_is_read_with_the_safe_loader(tmp_path):
         load_space(str(path))
 
 
-def test_checkpoints_refuse_pickled_code(tmp_path):
-    class Payload:
-        def __reduce__(self):
-            return (print, ("pwned",))
+class _Payload:
+    """A pickle that would run code when loaded without weights_only."""
 
-    path = tmp_path / "evil.pt"
-    torch.save({"algo": "dqn", "x": Payload()}, path)
-    from rl.cli import main
+    def __reduce__(self):
+        return (print, ("pwned",))
 
-    assert main(["evaluate", "--checkpoint", str(path)]) == 2
+
+@pytest.mark.parametrize("kind", ["rl checkpoint", "search state", "model weights"])
+def test_files_holding_code_are_refused_in_one_line_without_torchs_advice(
+    tmp_path, monkeypatch, capsys, kind
+):
+    """No code runs, and the line says what the file should have been and that this one
+    is not the project's: never torch's hint to retry with weights_only=False."""
+    from automl.cli import main as automl_main
+    from rl.cli import main as rl_main
+
+    monkeypatch.chdir(tmp_path)
+    evil = {"algo": "dqn", "x": _Payload()}
+    if kind == "rl checkpoint":
+        torch.save(evil, tmp_path / "evil.pt")
+        code = rl_main(["evaluate", "--checkpoint", str(tmp_path / "evil.pt")])
+    elif kind == "search state":
+        (tmp_path / "runs" / "x").mkdir(parents=True)
+        torch.save(evil, tmp_path / "runs" / "x" / "search_state.pt")
+        code = automl_main(["search", "--data", "digits", "--space", "seed_gru", "--storage",
+                            "runs", "--experiment", "x", "--resume"])  # fmt: skip
+    else:
+        (tmp_path / "model").mkdir()
+        arch = {"family": "rnn", "layers": [{"units": 4, "activation": "tanh"}]}
+        meta = {"architecture": arch, "classes": ["a", "b"], "norm_mean": [0.0],
+                "norm_std": [1.0], "frontend": "mfcc"}  # fmt: skip
+        (tmp_path / "model" / "meta.json").write_text(json.dumps(meta))
+        torch.save(evil, tmp_path / "model" / "weights.pt")
+        (tmp_path / "a.wav").write_bytes(b"")
+        code = automl_main(["predict", "--model", "model", "a.wav"])
+    said = capsys.readouterr()
+    err = said.err
+    assert code == 2 and "pwned" not in said.out + err and "Traceback" not in err
+    assert "not written by this project" in err and "weights_only" not in err
+    assert len(err.splitlines()) == 1, err

@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from browser import fresh_browser
 from conftest import mlflow_server_at, write_compare
 from mlflow.tracking import MlflowClient
 
@@ -200,8 +201,9 @@ def _ship_and_check_what_the_ui_shows(tmp_path: Path, uri: str, summary: dict) -
     by_run = {t["mlflow_run_id"]: str(t["trial"]) for t in summary["trials"]}
     assert set(summary["models"]) == set(by_run.values())
     before = os.environ.get("MLFLOW_TRACKING_URI")
+    named = f"runs:/{best}/child-{summary['best']['trial']:04d}"  # named as its run is
     with tracking.using(uri):
-        model = mlflow.pyfunc.load_model(f"runs:/{best}/model")  # as users load a run's model
+        model = mlflow.pyfunc.load_model(named)  # as users load a run's model
     assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 39)
     plots = tmp_path / "plots"
     assert main(["compare", "--experiment", "http", "--tracking-uri", uri,
@@ -213,7 +215,7 @@ def _ship_and_check_what_the_ui_shows(tmp_path: Path, uri: str, summary: dict) -
     assert json.loads(evaluation.read_text())["child_run_id"] == best
     wavs = [str(synth.ensure_corpus() / "wav" / f"test_{k:04d}.wav") for k in (1, 2, 3)]
     answers = {}
-    models = ["models:/cry/1", f"runs:/{best}/model", summary["models"][by_run[best]]]
+    models = ["models:/cry/1", named, summary["models"][by_run[best]]]
     for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
         models.append(str(tmp_path / f"cry{suffix}"))
         assert main(["export", "--model", "models:/cry/1", "--tracking-uri", uri,
@@ -223,7 +225,7 @@ def _ship_and_check_what_the_ui_shows(tmp_path: Path, uri: str, summary: dict) -
         assert main(["predict", "--model", name, "--tracking-uri", uri, *wavs,
                      "--json", str(out)]) == 0  # fmt: skip
         answers[name] = json.loads(out.read_text())["predictions"]
-    registered, searched = answers["models:/cry/1"], answers[f"runs:/{best}/model"]
+    registered, searched = answers["models:/cry/1"], answers[named]
     assert searched == answers[models[2]]  # the child's model by run and by model id
     for exported in models[3:]:  # the registered model (retrained) and its two exports
         for a, b in zip(answers[exported], registered, strict=True):
@@ -253,6 +255,41 @@ def _ship_and_check_what_the_ui_shows(tmp_path: Path, uri: str, summary: dict) -
     assert {t["key"] for t in child["data"]["tags"]} >= {"automl.model_uri"}
     # the commands leave MLflow's URIs in this process (and its children) as they were
     assert os.environ.get("MLFLOW_TRACKING_URI") == before
+    _what_a_browser_shows(uri, summary, json.loads(evaluation.read_text()))
+
+
+def _what_a_browser_shows(uri: str, summary: dict, evaluation: dict) -> None:
+    """The server's own UI in a fresh headless Chromium, as a new user meets it: the link
+    the search printed lands on the runs page (not the GenAI overview) with the children
+    best first and their dev UAR in a column; the parent's description reaches the best
+    child in one click; the models are named after their children; the registered version
+    shows its test UAR."""
+    best, experiment = summary["best"], summary["experiment_id"]
+    name = f"child-{best['trial']:04d}"
+    others = [f"child-{t['trial']:04d}" for t in summary["trials"] if t["trial"] != best["trial"]]
+    with fresh_browser() as browser:
+        page = browser.new_page()
+        page.goto(summary["mlflow_ui"])
+        page.locator('[role=columnheader][col-id="metrics.`dev_uar`"]').wait_for()
+        page.get_by_text(str(best["dev_uar"])[:6]).first.wait_for()
+        assert f"#/experiments/{experiment}/runs?" in page.url and "overview" not in page.url
+        shown = page.inner_text("body")
+        assert all(shown.index(name) < shown.index(other) for other in others)
+
+        page.goto(f"{uri}/#/experiments/{experiment}/runs/{summary['parent_run_id']}")
+        with browser.expect_page() as opened:
+            page.get_by_role("link", name=name).last.click()  # in its description
+        child = opened.value
+        child.wait_for_url(f"**/runs/{best['mlflow_run_id']}")
+        child.get_by_text(best["mlflow_run_id"]).first.wait_for()
+
+        page.goto(f"{uri}/#/experiments/{experiment}/models?workflowType=machine_learning")
+        page.get_by_text(name, exact=True).first.wait_for()
+        page.get_by_text(f"{name}-train-devel", exact=True).wait_for()
+
+        page.goto(f"{uri}/#/models/cry/versions/1")
+        page.get_by_text("test_uar_mean").wait_for()
+        page.get_by_text(str(evaluation["test_uar_mean"])[:6]).first.wait_for()
 
 
 @pytest.mark.parametrize(
@@ -264,6 +301,8 @@ def _ship_and_check_what_the_ui_shows(tmp_path: Path, uri: str, summary: dict) -
         (["--json", "/nonexistent/out.json"], "does not exist"),
         (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answers"),
         (["--address", "headnode"], "--address headnode: expected HOST:PORT"),
+        (["--experiment", ""], "--experiment '': Invalid experiment name"),
+        (["--experiment", "x" * 600], "exceeds the maximum length"),
     ],
 )
 def test_search_user_errors_exit_2_before_training(tmp_path, capsys, monkeypatch, argv, message):
@@ -273,8 +312,41 @@ def test_search_user_errors_exit_2_before_training(tmp_path, capsys, monkeypatch
     args = [x for kv in base.items() for x in kv]
     assert main(["search", "--data", "digits", "--trials", "2", *args]) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "mlflow.db").exists()  # nothing started, nothing left behind
+
+
+@pytest.mark.parametrize(
+    "store,message",
+    [
+        ("another-app", "is another application's database (tables orders, users)"),
+        ("folder", "is a folder; name a database file in it"),
+        ("random-bytes", "is not a SQLite database"),
+    ],
+)
+def test_a_tracking_uri_that_is_not_an_mlflow_store_is_refused_untouched(
+    tmp_path, capsys, store, message
+):
+    """MLflow would add its tables to any SQLite file it is handed: a file that is not its
+    store (or a folder) is refused in one line before anything starts, and left as it was."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    if store == "another-app":
+        with sqlite3.connect(path) as db:
+            db.execute("create table users (id integer)")
+            db.execute("create table orders (id integer)")
+    elif store == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(os.urandom(4096))
+    before = None if path.is_dir() else path.read_bytes()
+    argv = ["search", "--data", "digits", "--space", "seed_gru", "--tracking-uri",
+            f"sqlite:///{path}", "--storage", str(tmp_path / "runs")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1, err
+    assert before is None or path.read_bytes() == before
 
 
 @pytest.mark.parametrize("option", ["--trials", "--epochs", "--workers"])
@@ -283,6 +355,43 @@ def test_search_counts_must_be_positive(capsys, option):
         main(["search", "--data", "digits", "--space", "seed_gru", option, "0"])
     assert info.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("--cpus-per-trial", "nan", "expected a number >= 0, got 'nan'"),
+        ("--gpus-per-trial", "inf", "expected a number >= 0, got 'inf'"),
+        ("--time-budget", "inf", "expected a duration like 90s, 15m or 2h, got 'inf'"),
+        ("--target", "nan", "expected a number > 0, got 'nan'"),
+    ],
+)
+def test_search_numbers_must_be_finite(capsys, option, value, message):
+    """nan passes every comparison: a check that only asks >= 0 would let it through."""
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--data", "digits", "--space", "seed_gru", option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "command,device,message",
+    [
+        ("train", "banana", "expected auto, cpu, cuda or cuda:N, got 'banana'"),
+        ("evaluate", "cuda:7", "cuda:7: this torch"),
+    ],
+)
+def test_a_device_is_checked_where_it_is_read(capsys, command, device, message):
+    """A device torch cannot use is one line at once, not a traceback after the data."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        device = f"cuda:{torch.cuda.device_count()}"  # one this machine does not have
+        message = f"{device}: this torch"
+    with pytest.raises(SystemExit) as info:
+        main([command, "--device", device, "--data", "digits"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and len(err.splitlines()) == 1, err
 
 
 def test_log_models_takes_a_count_or_all(capsys):
@@ -333,6 +442,22 @@ def _digits_search(tmp_path: Path, *extra: str) -> tuple[int, dict]:
         *("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *extra),
     ]
     return main(argv), json.loads(out.read_text()) if out.exists() else {}
+
+
+def test_a_second_search_of_one_folder_at_once_is_refused_before_it_starts(tmp_path, capsys):
+    """While a search holds its folder (as a running one, or one being resumed, does), a
+    second one there refuses in one line before anything starts: two would train the same
+    trials and overwrite each other's state."""
+    from runtime.files import held_alone
+
+    folder = tmp_path / "runs" / "busy"
+    folder.mkdir(parents=True)
+    with held_alone(folder, "held by the test"):
+        code, summary = _digits_search(tmp_path, "--experiment", "busy", "--trials", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and not summary and len(err.splitlines()) == 1, err
+    assert f"another automl search is running in {folder}" in err
+    assert sorted(p.name for p in folder.iterdir()) == []
 
 
 def test_running_a_finished_search_again_starts_a_new_one_beside_it(tmp_path, local_ray):
@@ -407,7 +532,7 @@ def test_asha_stops_hopeless_children_and_the_objective_trades_off_parameters(tm
     assert state["n_told"] == len(summary["trials"])
 
 
-def test_a_time_budget_ends_the_search_on_time_and_resume_extends_it(tmp_path, local_ray):
+def test_a_time_budget_ends_the_search_on_time_and_resume_extends_it(tmp_path, local_ray, capsys):
     args = [
         *("--searcher", "random", "--trials", "100", "--epochs", "100000", "--workers", "2"),
         *("--experiment", "budget"),
@@ -435,6 +560,20 @@ def test_a_time_budget_ends_the_search_on_time_and_resume_extends_it(tmp_path, l
     assert code == 0 and resumed["ended"] == "time budget"
     assert resumed["parent_run_id"] == first["parent_run_id"]
     assert resumed["trained"] > first["trained"]
+
+    # its runs are in its own store: resuming it into another, or after that store was
+    # deleted, is refused in one line before anything starts (nothing written anywhere)
+    capsys.readouterr()
+    other = tmp_path / "other.db"
+    code, _ = _digits_search(tmp_path, *args, "--resume", "--tracking-uri", f"sqlite:///{other}")
+    err = capsys.readouterr().err
+    assert code == 2 and f"tracks to {first['tracking_uri']}, not sqlite:///{other}" in err
+    assert not other.exists() and len(err.splitlines()) == 1, err
+    (tmp_path / "mlflow.db").rename(tmp_path / "moved.db")
+    code, _ = _digits_search(tmp_path, *args, "--resume")
+    err = capsys.readouterr().err
+    assert code == 2 and f"MLflow run {first['parent_run_id']} is not in" in err, err
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_children_no_node_can_place_wait_max_wait_then_the_search_ends_resumable(
@@ -490,7 +629,9 @@ def test_compare_ranks_the_children_of_every_search_and_draws_the_plots(
     assert len(board) == 4 and all(row["run_id"] in children for row in board)
     assert [r["dev_uar"] for r in board] == sorted((r["dev_uar"] for r in board), reverse=True)
     assert board[0]["dev_uar"] == pytest.approx(max(t["dev_uar"] for t in children.values()))
-    assert "best children of 2 searches" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "best children of 2 searches" in printed
+    assert all(row["run_id"] in printed for row in board)  # whole: what --run-id takes
     client = MlflowClient(uri)
     for name in ("best_so_far.png", "uar_vs_params.png", "controller.png"):
         data = (plots / name).read_bytes()
@@ -501,6 +642,21 @@ def test_compare_ranks_the_children_of_every_search_and_draws_the_plots(
     assert main([*compare[:2], "nope", *compare[3:]]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"automl: error: --experiment nope: no such experiment in {uri}"
+
+
+def test_best_so_far_follows_the_order_children_ended_in():
+    """Children end out of trial order with parallel workers: the curve is the best after
+    each child *ended* (as the parent's own metric counts), children still running last."""
+    from automl.report.compare import SearchRuns
+
+    def child(trial: int, dev_uar: float | None, end_time: int | None, status="FINISHED"):
+        return {"trial": trial, "dev_uar": dev_uar, "end_time": end_time, "status": status}
+
+    search = SearchRuns("r" * 32, "random", [
+        child(0, 0.35, 3000), child(1, 0.57, 1000), child(2, 0.9, None, "RUNNING"),
+        child(3, None, 2000, "FAILED"),
+    ])  # fmt: skip
+    assert search.best_so_far() == [0.57, 0.57, 0.57, 0.57]
 
 
 def test_evaluate_retrains_the_best_child_on_train_and_devel_and_scores_it_on_test(
@@ -522,13 +678,22 @@ def test_evaluate_retrains_the_best_child_on_train_and_devel_and_scores_it_on_te
     assert result["child_run_id"] == best["mlflow_run_id"]
     assert 0.5 < result["test_uar_mean"] <= 1 and len(result["test_uars"]) == 2
     assert result["test_uar_std"] >= 0 and set(result["per_class_recall"]) == set("0123456789")
-    assert "test UAR" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "test UAR" in said.out and "models:/digits-best/1" in said.out
+    assert result["model_uri"] in said.out
+    seeds = [line for line in said.err.splitlines() if "retrained" in line]
+    assert [line.split()[1] for line in seeds] == ["1/2", "2/2"]  # a line per seed, as it goes
     rows = (out / "predictions.csv").read_text().splitlines()
     assert rows[0] == "file_name,prediction" and len(rows) == 1 + 360  # digits' test split
     assert (out / "confusion.png").read_bytes().startswith(b"\x89PNG")
     client = MlflowClient(uri)
     run = client.get_run(result["evaluation_run_id"])
     assert run.data.tags["automl.evaluates"] == best["mlflow_run_id"]
+    assert run.data.tags["mlflow.parentRunId"] == best["mlflow_run_id"]  # nested under it
+    assert best["mlflow_run_id"] in run.data.tags["mlflow.note.content"]  # a link to it
+    assert run.info.status == "FINISHED"
+    model = client.get_logged_model(result["model_uri"].removeprefix("models:/"))
+    assert model.name == f"child-{best['trial']:04d}-train-devel"
     assert run.data.metrics["test_uar_mean"] == pytest.approx(result["test_uar_mean"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"predictions.csv", "confusion.png"} <= logged
@@ -550,15 +715,54 @@ def test_evaluate_retrains_the_best_child_on_train_and_devel_and_scores_it_on_te
     version = client.get_model_version("digits-best", "1")
     assert float(version.tags["test_uar_mean"]) == pytest.approx(result["test_uar_mean"])
 
+    _fuse_both_children(tmp_path, evaluate, summary, client, digits)
+    capsys.readouterr()
+
+    twice = ["--run-id", best["mlflow_run_id"]] * 2
     for argv, message in [
-        ([], "give one of --run-id ID or --best EXPERIMENT"),
+        ([], "give one of --run-id ID (repeatable) or --best EXPERIMENT"),
+        (["--best", "ev", "--fuse", "1"], "--fuse K: with --best EXPERIMENT, K >= 2"),
+        (["--best", "ev", "--fuse", "3"], "only 2 finished children share the best one's"),
+        (twice, "fusion: a child is named twice"),
         (["--run-id", summary["parent_run_id"]], "not a child of a search"),
         (["--run-id", "0" * 32], f"--run-id {'0' * 32}: no such run"),
         (["--best", "nope"], "--best nope: no such experiment"),
+        (["--best", "ev", "--register", "bad/na:me"], "--register 'bad/na:me': Invalid model"),
     ]:
         assert main([*evaluate, *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def _fuse_both_children(tmp_path: Path, evaluate: list, summary: dict, client, digits) -> None:
+    """Late fusion of the search's two children: each member's devel UAR is its search's
+    (its searched weights), the fused system is scored once on test, and it is one MLflow
+    model (registered, tagged) that predicts as the fused seed 0 did."""
+    out, result = tmp_path / "fused", tmp_path / "fused.json"
+    argv = [*evaluate, "--best", "ev", "--fuse", "2", "--seeds", "1", "--out", str(out),
+            "--register", "digits-fused", "--json", str(result)]  # fmt: skip
+    assert main(argv) == 0
+    fused = json.loads(result.read_text())
+    searched = {t["mlflow_run_id"]: t["dev_uar"] for t in summary["trials"]}
+    assert {m["child_run_id"] for m in fused["members"]} == set(searched)
+    for member in fused["members"]:
+        assert member["devel_uar"] == pytest.approx(searched[member["child_run_id"]])
+        assert len(member["test_uars"]) == 1
+    assert 0 <= fused["devel_uar"] <= 1 and len(fused["test_uars"]) == 1
+    run = client.get_run(fused["evaluation_run_id"])
+    assert run.data.tags["automl.evaluates"] == fused["child_run_id"]
+    assert run.data.metrics["test_uar_mean"] == pytest.approx(fused["test_uar_mean"])
+    assert set(run.data.metrics) >= {"devel_uar", "member0/devel_uar", "member1/test_uar_mean"}
+    version = client.get_model_version("digits-fused", "1")
+    assert float(version.tags["test_uar_mean"]) == pytest.approx(fused["test_uar_mean"])
+    with tracking.using(summary["tracking_uri"]):
+        model = mlflow.pyfunc.load_model("models:/digits-fused/1")
+    test = digits.splits["test"]
+    rows = dict(r.split(",") for r in (out / "predictions.csv").read_text().splitlines()[1:])
+    for k in range(3):
+        features = test.sequence(k) * digits.norm_std + digits.norm_mean
+        answer = model.predict(features.astype("float32"))
+        assert answer["class"][0] == rows[str(test.names[k])]
 
 
 def test_evaluate_without_test_labels_says_so_and_writes_predictions(tmp_path, local_ray, capsys):

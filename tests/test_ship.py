@@ -154,3 +154,56 @@ def test_export_and_predict_mistakes_are_one_line(tmp_path, corpus, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def _tamper(folder: Path, case: str) -> None:
+    """What a careless (or hostile) user does to a model folder."""
+    meta_path, weights_path = folder / bundle.META_FILE, folder / bundle.WEIGHTS_FILE
+    meta = json.loads(meta_path.read_text())
+    if case in ("classes as a string", "one class more", "a million units", "no classes"):
+        if case == "classes as a string":
+            meta["classes"] = "low,high"
+        elif case == "one class more":
+            meta["classes"] = [*meta["classes"], "extra"]
+        elif case == "a million units":
+            meta["architecture"]["layers"][0]["units"] = 1_000_000
+        else:
+            del meta["classes"]
+        meta_path.write_text(json.dumps(meta))
+    elif case == "meta of binary bytes":
+        meta_path.write_bytes(bytes(range(256)) * 4)
+    elif case == "a feature fewer":
+        meta_path.write_text(json.dumps({**meta, "norm_mean": meta["norm_mean"][:-1],
+                                         "norm_std": meta["norm_std"][:-1]}))  # fmt: skip
+    elif case == "weights as text":
+        weights_path.write_text("these are not weights")
+    elif case == "weights empty":
+        weights_path.write_bytes(b"")
+    elif case == "weights truncated":
+        weights_path.write_bytes(weights_path.read_bytes()[:300])
+    elif case == "a bare tensor":
+        torch.save(torch.zeros(3), weights_path)
+    else:
+        raise ValueError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["classes as a string", "one class more", "a million units", "no classes",
+     "meta of binary bytes", "a feature fewer", "weights as text", "weights empty",
+     "weights truncated", "a bare tensor"],
+)  # fmt: skip
+def test_a_tampered_model_folder_is_not_a_model_of_this_project(tmp_path, corpus, capsys, case):
+    """predict and export on a model folder someone edited: one line, exit 2, naming what
+    is wrong; no torch or JSON traceback, no huge allocation."""
+    model = tmp_path / "model"
+    _bundle(model, corpus, {"family": "rnn", "layers": [{"units": 8, "activation": "tanh"}]})
+    _tamper(model, case)
+    wav = str(corpus / "wav" / "test_001.wav")
+    for argv in (["predict", "--model", str(model), wav],
+                 ["export", "--model", str(model), "--format", "onnx", "--out",
+                  str(tmp_path / "m.onnx")]):  # fmt: skip
+        assert main(argv) == 2, (case, argv)
+        err = capsys.readouterr().err
+        assert "not a model of this project" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "m.onnx").exists()

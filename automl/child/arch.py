@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +47,9 @@ MLP_KEYS = {"family", "layers", "hparams"}
 FAMILY_KEYS = {"rnn": RNN_KEYS, "cnn": CNN_KEYS, "mlp": MLP_KEYS}
 FRONTEND_KEY = "frontend"
 MAX_RNN_LAYERS = 5
+#: the widest layer, conv block or dense layer an architecture may ask for: 16x the seed
+#: spaces' widest; a million units would allocate tens of GB before training began
+MAX_WIDTH = 4096
 
 
 def normalize(raw: Mapping[str, Any], where: str = "architecture") -> dict[str, Any]:
@@ -60,9 +64,10 @@ def normalize(raw: Mapping[str, Any], where: str = "architecture") -> dict[str, 
     unknown = set(raw) - arch_keys - hp_keys - {FRONTEND_KEY}
     if unknown:
         raise UserError(f"{where}: unknown field(s) {sorted(unknown)}")
-    hparams = _hparams(
-        {**{k: raw[k] for k in hp_keys & set(raw)}, **dict(raw.get("hparams", {}))}, where
-    )
+    nested = raw.get("hparams", {})
+    if not isinstance(nested, Mapping):
+        raise UserError(f"{where}.hparams: expected an object, got {nested!r}")
+    hparams = _hparams({**{k: raw[k] for k in hp_keys & set(raw)}, **nested}, where)
     frontend = _frontend(raw, where)
     if family == "rnn":
         body = _rnn(raw, where)
@@ -140,7 +145,7 @@ def _layers(raw: Mapping[str, Any], where: str, allow_none: bool) -> list[dict[s
     for i, layer in enumerate(layers_raw):
         at = f"{where}.layers[{i}]"
         _only(layer, {"units", "activation"}, at)
-        units = _int(layer.get("units"), f"{at}.units", minimum=0)
+        units = _int_range(layer.get("units"), f"{at}.units", 0, MAX_WIDTH)
         if units:
             activation = _choice(layer.get("activation", "tanh"), ACTIVATIONS, f"{at}.activation")
             layers.append({"units": units, "activation": activation})
@@ -155,13 +160,13 @@ def _cnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     for i, block in enumerate(blocks_raw):
         at = f"{where}.blocks[{i}]"
         _only(block, {"filters", "kernel", "pool", "batch_norm", "activation"}, at)
-        filters = _int(block.get("filters"), f"{at}.filters", minimum=0)
+        filters = _int_range(block.get("filters"), f"{at}.filters", 0, MAX_WIDTH)
         if filters:
             blocks.append(
                 {
                     "filters": filters,
-                    "kernel": _int(block.get("kernel", 3), f"{at}.kernel", minimum=1),
-                    "pool": _int(block.get("pool", 2), f"{at}.pool", minimum=1),
+                    "kernel": _int_range(block.get("kernel", 3), f"{at}.kernel", 1, 64),
+                    "pool": _int_range(block.get("pool", 2), f"{at}.pool", 1, 16),
                     "batch_norm": _bool(block.get("batch_norm", True), f"{at}.batch_norm"),
                     "activation": _choice(
                         block.get("activation", "relu"), ACTIVATIONS, f"{at}.activation"
@@ -174,7 +179,9 @@ def _cnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(dense, list):
         raise UserError(f"{where}.dense: expected a list of unit counts")
     dense = [
-        d for d in (_int(d, f"{where}.dense[{i}]", minimum=0) for i, d in enumerate(dense)) if d
+        d
+        for d in (_int_range(d, f"{where}.dense[{i}]", 0, MAX_WIDTH) for i, d in enumerate(dense))
+        if d
     ]
     return {"family": "cnn", "blocks": blocks, "dense": dense}
 
@@ -187,10 +194,10 @@ def _hparams(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     at = f"{where}.hparams"
     return {
         "lr": _float(hp["lr"], f"{at}.lr", low=0.0, low_open=True),
-        "batch_size": _int(hp["batch_size"], f"{at}.batch_size", minimum=1),
+        "batch_size": _int_range(hp["batch_size"], f"{at}.batch_size", 1, 65536),
         "dropout": _float(hp["dropout"], f"{at}.dropout", low=0.0, high=0.95),
         "weight_decay": _float(hp["weight_decay"], f"{at}.weight_decay", low=0.0),
-        "epochs": _int(hp["epochs"], f"{at}.epochs", minimum=1),
+        "epochs": _int_range(hp["epochs"], f"{at}.epochs", 1, 100_000),
         "optimizer": _choice(hp["optimizer"], OPTIMIZERS, f"{at}.optimizer"),
         "class_weighted": _bool(hp["class_weighted"], f"{at}.class_weighted"),
         "grad_clip": _float(hp["grad_clip"], f"{at}.grad_clip", low=0.0),
@@ -231,7 +238,8 @@ def _float(
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if ok:
         value = float(value)
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+        ok = math.isfinite(value)  # nan fails every comparison, inf passes a lower bound
+        ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
     if not ok:
         bound = f"> {low}" if low_open else f">= {low}"
         raise UserError(

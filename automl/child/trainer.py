@@ -7,6 +7,8 @@ mixed precision (bf16 where supported, fp16 with loss scaling otherwise).
 
 from __future__ import annotations
 
+import argparse
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +37,20 @@ LATENCY_SAMPLES = 10
 RETRY_LR_FACTOR = 0.1  # a diverged child's one retry runs at this share of its learning rate
 
 
+def device_option(text: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N, and a CUDA device this torch can see."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    if text.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(text.partition(":")[2] or 0)
+        if index >= count:
+            raise argparse.ArgumentTypeError(
+                f"{text}: this torch ({torch.__version__}) sees {count} CUDA devices"
+            )
+    return text
+
+
 @dataclass
 class TrainConfig:
     """How to train, as opposed to what (the architecture and its hyperparameters)."""
@@ -45,7 +61,8 @@ class TrainConfig:
     )
     seed: int = field(default=0, metadata=option("seed of the weights and shuffling", type=int))
     device: str = field(
-        default="auto", metadata=option("auto (CUDA if visible), cpu, cuda, cuda:N")
+        default="auto",
+        metadata=option("auto (CUDA if visible), cpu, cuda, cuda:N", type=device_option),
     )
     threads: int | None = field(
         default=None, metadata=option("torch CPU threads (default: torch's)", type=positive_int)
@@ -304,6 +321,19 @@ def predict(
         with amp.autocast():
             predicted[idx] = model(x, lengths).argmax(-1).cpu()
     return predicted.numpy()
+
+
+@torch.no_grad()
+def probabilities(model: nn.Module, data: Padded, device: torch.device) -> np.ndarray:
+    """Class probabilities [utterances, classes] for every utterance of ``data``, in full
+    precision: what late fusion averages."""
+    model.eval()
+    order = torch.argsort(data.lengths)
+    out = torch.empty(len(order), model(*data.batch(order[:1], device)[:2]).shape[-1])
+    for idx in order.split(EVAL_BATCH):
+        x, lengths, _ = data.batch(idx, device)
+        out[idx] = torch.softmax(model(x, lengths).float(), dim=-1).cpu()
+    return out.numpy()
 
 
 @torch.no_grad()

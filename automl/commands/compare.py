@@ -6,9 +6,9 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from automl.commands.search import report_console
 from runtime.cli import add_options, from_args, option, positive_int
 from runtime.files import check_writable, write_json
 
@@ -42,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
     if config.json:
         check_writable(Path(config.json), "--json")
     uri = tracking.resolve_uri(config.tracking_uri)
-    tracking.check_reachable(uri)
+    tracking.check_store(uri)
     searches = compare.collect(uri, config.experiment)
     board = compare.leaderboard(searches, config.top)
     paths = compare.plot(searches, Path(config.plots))
     compare.log_plots(uri, searches, paths)
-    Console().print(_table(config.experiment, len(searches), board))
+    report_console().print(_table(config.experiment, len(searches), board))
     baselines = baseline.latest(uri, tracking.find_experiment(uri, config.experiment))
     for found in baselines:
         print(f"{found.describe()} (MLflow run {found.run_id})")
@@ -68,12 +68,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _table(experiment: str, n_searches: int, board: list[dict]) -> Table:
     table = Table(title=f"{experiment}: best children of {n_searches} searches")
-    for column in ("rank", "dev UAR", "architecture", "params", "latency ms", "searcher", "run"):
-        table.add_column(column)
+    for column in ("rank", "dev UAR", "architecture", "params", "latency ms", "searcher"):
+        table.add_column(column, no_wrap=column != "architecture")  # numbers stay whole
+    table.add_column("MLflow run", no_wrap=True, min_width=32)  # whole: what --run-id takes
     for rank, row in enumerate(board, start=1):
         latency = f"{row['latency_ms']:.2f}" if row["latency_ms"] is not None else ""
         table.add_row(
             str(rank), f"{row['dev_uar']:.4f}", row["architecture"], str(row["n_params"] or ""),
-            latency, row["searcher"], row["run_id"][:12],
+            latency, row["searcher"], row["run_id"],
         )  # fmt: skip
     return table

@@ -16,7 +16,9 @@ class ExportConfig:
     """What ``automl export`` takes; each option and its default written once."""
 
     model: str = field(
-        metadata=option("models:/NAME/VERSION, models:/<id>, runs:/<run>/model or a model folder")
+        metadata=option(
+            "models:/NAME/VERSION, models:/<id>, runs:/<run>/<model name> or a model folder"
+        )
     )
     format: str = field(metadata=option("torchscript or onnx", choices=("torchscript", "onnx")))
     out: str = field(metadata=option("the file to write"))
@@ -40,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if Path(config.model).resolve() == out.resolve():
         raise UserError(f"--out {out}: the same file as --model")
     uri = None
-    if not Path(config.model).exists():
+    if not Path(config.model).exists() and inference.is_mlflow_uri(config.model):
         uri = tracking.resolve_uri(config.tracking_uri)
-        tracking.check_reachable(uri)
+        tracking.check_store(uri)
     meta, weights = inference.load_bundle(config.model, uri)
     gap = export.export(meta, weights, config.format, out, export.probe_inputs(meta))
     print(

@@ -17,7 +17,7 @@ class PredictConfig:
 
     model: str = field(
         metadata=option(
-            "models:/NAME/VERSION, models:/<id>, runs:/<run>/model, a model folder, "
+            "models:/NAME/VERSION, models:/<id>, runs:/<run>/<model name>, a model folder, "
             "or a file automl export wrote"
         )
     )
@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"no such audio file: {missing[0]}")
     uri = None
-    if not Path(config.model).exists():
+    if not Path(config.model).exists() and inference.is_mlflow_uri(config.model):
         uri = tracking.resolve_uri(config.tracking_uri)
-        tracking.check_reachable(uri)
+        tracking.check_store(uri)
     predictor = inference.load(config.model, uri)
     frontend = predictor.meta.audio_frontend()
     named = [(f, features_of(Path(f), frontend, predictor.meta.max_seconds)) for f in args.files]

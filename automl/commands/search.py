@@ -11,6 +11,7 @@ from rich.table import Table
 
 from automl.child import describe
 from automl.search.config import SearchConfig
+from runtime import mlflow_ui
 from runtime.cli import add_options, from_args
 from runtime.tags import DEVICE_TAG, GPUS_TAG
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     config = from_args(SearchConfig, args)
     with ProgressLine(Console(stderr=True), config.trials) as progress:
         summary = run_search(config, on_progress=progress.update)
-    console = Console()
+    console = report_console()
     console.print(leaderboard_table(summary))
     if summary["warm_start"]:
         console.print(
@@ -64,13 +65,12 @@ def run(args: argparse.Namespace) -> int:
             f"{reward}dev UAR {best['dev_uar']:.4f}: {describe(best['architecture'])} "
             f"(MLflow run {best['mlflow_run_id']})"
         )
-    uri = summary["tracking_uri"]
-    if uri.startswith("sqlite"):
-        console.print(
-            f"open the MLflow UI with:  mlflow ui --backend-store-uri {uri}", soft_wrap=True
-        )
-    else:
-        console.print(f"MLflow UI: {uri}", soft_wrap=True)
+    command = mlflow_ui.serve_command(summary["tracking_uri"])
+    if command:
+        console.print(f"serve the MLflow UI with:  {command}", soft_wrap=True, markup=False)
+    if summary["mlflow_ui"]:
+        console.print(f"this search's children, best first:  {summary['mlflow_ui']}",
+                      soft_wrap=True, markup=False)  # fmt: skip
     return 0
 
 
@@ -115,7 +115,15 @@ class ProgressLine:
         self.bar.update(self.task, completed=loop.completed, status=status)
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
+        if self.bar.live.is_started:  # stopping a line never shown would print a blank one
+            self.bar.stop()
+
+
+def report_console() -> Console:
+    """Standard output for tables: 120 columns when it is a file or a pipe (Rich would
+    take 80 and fold run ids and numbers), the terminal's width otherwise."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
 
 
 def leaderboard_table(summary: dict[str, Any], top: int = 10) -> Table:
@@ -126,8 +134,9 @@ def leaderboard_table(summary: dict[str, Any], top: int = 10) -> Table:
     )
     traded = summary["objective"] != "uar"  # ranked by the reward, shown beside the UAR
     columns = ["rank", "trial", *(["reward"] if traded else []), "dev UAR", "architecture"]
-    for column in (*columns, "params", "latency ms", "seconds", "MLflow run"):
-        table.add_column(column)
+    for column in (*columns, "params", "latency ms", "seconds"):
+        table.add_column(column, no_wrap=column != "architecture")  # numbers stay whole
+    table.add_column("MLflow run", no_wrap=True, min_width=32)  # whole: what --run-id takes
     done = sorted(
         (t for t in summary["trials"] if t["status"] == "done"), key=lambda t: -t["reward"]
     )
@@ -141,6 +150,6 @@ def leaderboard_table(summary: dict[str, Any], top: int = 10) -> Table:
             str(t["n_params"]),
             f"{t['latency_ms']:.2f}" if t["latency_ms"] is not None else "",
             f"{t['seconds']:.1f}",
-            str(t["mlflow_run_id"])[:12],
+            str(t["mlflow_run_id"] or ""),
         )
     return table

@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from runtime.errors import UserError
 
@@ -233,6 +233,11 @@ def _check_audio_files(corpus: Corpus) -> None:
         raise UserError(f"audio directory not found: {wav_dir}")
     labelled = {i.name for items in corpus.partitions.values() for i in items}
     for name in sorted(labelled):
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            raise UserError(  # a corpus reads its own audio only (symlinks are the owner's)
+                f"label file names {name!r}, a path outside {wav_dir}: names are relative "
+                "to wav/ and may not contain '..'"
+            )
         if not (wav_dir / name).is_file():
             raise UserError(f"label for a missing wav: {wav_dir / name}")
     for path in sorted(wav_dir.glob("*.wav")):

@@ -9,6 +9,9 @@ openSMILE-style CSV instead (see :func:`read_feature_csv`).
 from __future__ import annotations
 
 import csv
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -25,6 +28,11 @@ class Frontend(Protocol):
     def extract(self, path: Path) -> np.ndarray: ...
 
     def config(self) -> dict: ...
+
+
+#: the largest sample a float wav may hold: headroom above full scale (1.0) is normal,
+#: a thousand times it is a corrupt or unscaled file (and 1e30 overflows the features)
+MAX_PEAK = 1000.0
 
 
 def read_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
@@ -45,6 +53,12 @@ def read_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -
     bad = int(np.count_nonzero(~np.isfinite(audio)))
     if bad:
         raise UserError(f"wav {path}: {bad} samples are NaN or infinite (a float wav gone bad)")
+    peak = float(np.abs(audio).max())
+    if peak > MAX_PEAK:
+        raise UserError(
+            f"wav {path}: a sample of {peak:.3g}, far outside [-1, 1] (float wavs hold "
+            "samples in [-1, 1]; this one is corrupt or written unscaled)"
+        )
     audio = audio.mean(axis=1)
     if rate != sample_rate:
         audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
@@ -68,14 +82,15 @@ class LogMel:
         import librosa
 
         audio = read_audio(path, self.sample_rate, self.max_seconds)
-        mel = librosa.feature.melspectrogram(
-            y=audio,
-            sr=self.sample_rate,
-            n_fft=_fft_size(self.win_ms, self.sample_rate),
-            win_length=int(self.win_ms * self.sample_rate / 1000),
-            hop_length=int(self.hop_ms * self.sample_rate / 1000),
-            n_mels=self.n_mels,
-        )
+        with _short_files_quiet():
+            mel = librosa.feature.melspectrogram(
+                y=audio,
+                sr=self.sample_rate,
+                n_fft=_fft_size(self.win_ms, self.sample_rate),
+                win_length=int(self.win_ms * self.sample_rate / 1000),
+                hop_length=int(self.hop_ms * self.sample_rate / 1000),
+                n_mels=self.n_mels,
+            )
         return librosa.power_to_db(mel, ref=1.0, top_db=None).T.astype(np.float32)
 
 
@@ -98,15 +113,16 @@ class MFCC:
         import librosa
 
         audio = read_audio(path, self.sample_rate, self.max_seconds)
-        mfcc = librosa.feature.mfcc(
-            y=audio,
-            sr=self.sample_rate,
-            n_mfcc=self.n_mfcc,
-            n_fft=_fft_size(self.win_ms, self.sample_rate),
-            win_length=int(self.win_ms * self.sample_rate / 1000),
-            hop_length=int(self.hop_ms * self.sample_rate / 1000),
-            n_mels=self.n_mels,
-        )
+        with _short_files_quiet():
+            mfcc = librosa.feature.mfcc(
+                y=audio,
+                sr=self.sample_rate,
+                n_mfcc=self.n_mfcc,
+                n_fft=_fft_size(self.win_ms, self.sample_rate),
+                win_length=int(self.win_ms * self.sample_rate / 1000),
+                hop_length=int(self.hop_ms * self.sample_rate / 1000),
+                n_mels=self.n_mels,
+            )
         if self.deltas:
             width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2))
             if width >= 3:
@@ -192,6 +208,16 @@ def make_frontend(name: str, max_seconds: float | None = None) -> Frontend:
     if name not in FRONTENDS:
         raise UserError(f"unknown --frontend {name!r}; choose from {sorted(FRONTENDS)} or csv:PATH")
     return FRONTENDS[name](max_seconds=max_seconds)
+
+
+@contextmanager
+def _short_files_quiet() -> Iterator[None]:
+    """A file shorter than one analysis window (tens of ms) still gives a frame, from the
+    zero-padded window: librosa's warning that ``n_fft`` is larger than the signal says
+    nothing the user must act on, and would print raw once per such file."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+        yield
 
 
 def _fft_size(win_ms: float, rate: int) -> int:

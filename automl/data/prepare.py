@@ -136,7 +136,7 @@ def _extract_cached(
     for part, items in corpus.partitions.items():
         if not items:
             continue
-        seqs = [_at_least_one_frame(frontend.extract(corpus.wav_dir / i.name)) for i in items]
+        seqs = [_extract(frontend, corpus.wav_dir / i.name) for i in items]
         splits[part] = Split.from_sequences(
             seqs, _label_ids(corpus, items), [i.name for i in items]
         )
@@ -167,7 +167,16 @@ def _from_csv(corpus: corpus_mod.Corpus, path: Path) -> Dataset:
 
 def features_of(path: Path, frontend: str, max_seconds: float | None = None) -> np.ndarray:
     """One audio file's features as a search's children saw them (before normalisation)."""
-    return _at_least_one_frame(frontends.make_frontend(frontend, max_seconds).extract(path))
+    return _extract(frontends.make_frontend(frontend, max_seconds), path)
+
+
+def _extract(frontend: frontends.Frontend, path: Path) -> np.ndarray:
+    """One file's features, at least one frame; features that are not finite (whatever
+    the cause) name their file instead of failing later in a child or a scaler."""
+    x = _at_least_one_frame(frontend.extract(path))
+    if not np.isfinite(x).all():
+        raise UserError(f"wav {path}: its {frontend.config()['kind']} features are not finite")
+    return x
 
 
 def _label_ids(corpus: corpus_mod.Corpus, items: list[corpus_mod.Item]) -> list[int]:

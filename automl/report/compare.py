@@ -38,9 +38,12 @@ class SearchRuns:
         return [c for c in self.children if c["status"] == "FINISHED" and c["dev_uar"] is not None]
 
     def best_so_far(self) -> list[float | None]:
-        """Best finished dev UAR after each child, in the order the search trained them."""
+        """Best finished dev UAR after each child, in the order the children ended (as the
+        parent run's own best-so-far metric counts them; children still running last)."""
         best, curve = None, []
-        for child in sorted(self.children, key=lambda c: c["trial"]):
+        never = float("inf")
+        ended = sorted(self.children, key=lambda c: (c["end_time"] or never, c["trial"]))
+        for child in ended:
             if child["status"] == "FINISHED" and child["dev_uar"] is not None:
                 best = child["dev_uar"] if best is None else max(best, child["dev_uar"])
             curve.append(best)
@@ -74,6 +77,7 @@ def _child_row(run: tracking.StoredRun, search: SearchRuns) -> dict[str, Any]:
         "searcher": search.searcher,
         "trial": int(tags.get(TRIAL_TAG, -1)),
         "status": run.status,
+        "end_time": run.end_time,
         "architecture": describe(architecture) if architecture else "?",
         "dev_uar": metrics.get("dev_uar"),
         "n_params": int(metrics["n_params"]) if "n_params" in metrics else None,
@@ -116,33 +120,50 @@ def plot(searches: list[SearchRuns], folder: Path) -> list[Path]:
 
 
 def _best_so_far(plt: Any, searches: list[SearchRuns]) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     for search in searches:
         curve = search.best_so_far()
         axes.step(range(1, len(curve) + 1), curve, where="post", label=search.label)
-    axes.set(xlabel="children trained", ylabel="best dev UAR so far", title="Search progress")
+    axes.set(xlabel="children ended (in the order they ended)", ylabel="best dev UAR so far",
+             title="Search progress")  # fmt: skip
     axes.legend(fontsize="small")
     return figure
 
 
 def _uar_vs_params(plt: Any, searches: list[SearchRuns]) -> Any:
+    """Each finished child as a point; the Pareto front as circled points joined by a step
+    line, each labelled with its child's trial number (its run: ``child-NNNN``)."""
+    from matplotlib.ticker import EngFormatter, LogLocator
+
     figure, axes = plt.subplots(figsize=(7, 4.5))
     rows = [row for search in searches for row in search.finished()]
     for search in searches:
         done = [r for r in search.finished() if r["n_params"]]
         axes.scatter([r["n_params"] for r in done], [r["dev_uar"] for r in done], s=14,
                      alpha=0.7, label=search.label)  # fmt: skip
-    front = pareto_front(rows, "n_params")
-    axes.plot([r["n_params"] for r in front], [r["dev_uar"] for r in front], color="black",
-              drawstyle="steps-post", marker="o", markersize=9, markerfacecolor="none",
-              linewidth=1, label="Pareto front")  # fmt: skip
+    front = pareto_front([r for r in rows if r["n_params"]], "n_params")
+    x, y = [r["n_params"] for r in front], [r["dev_uar"] for r in front]
+    axes.plot(x, y, color="black", drawstyle="steps-post", linewidth=1)
+    axes.scatter(x, y, s=80, facecolors="none", edgecolors="black", label="Pareto front")
+    for row in front:
+        axes.annotate(f"#{row['trial']}", (row["n_params"], row["dev_uar"]), fontsize="x-small",
+                      xytext=(4, -10), textcoords="offset points")  # fmt: skip
     axes.set(xscale="log", xlabel="parameters", ylabel="dev UAR", title="Accuracy against size")
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 500k, 1M
+    axes.xaxis.set_minor_formatter(plt.NullFormatter())
     axes.legend(fontsize="small")
     return figure
 
 
 def _controller(plt: Any, searches: list[SearchRuns]) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
     figure, (reward, entropy) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    entropy.xaxis.set_major_locator(MaxNLocator(integer=True))  # updates are counted
     for search in searches:
         history = search.controller
         for key, style in (("controller/mean_reward", "-"), ("controller/baseline", "--")):

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ import numpy as np
 
 from automl.child import build_model, normalize
 from automl.child.metrics import uar
-from automl.child.trainer import Padded, TrainConfig, predict, resolve_device, train_child
+from automl.child.trainer import Padded, TrainConfig, probabilities, resolve_device, train_child
 from automl.data.dataset import Dataset, Split
-from runtime import tracking
+from runtime import mlflow_ui, tracking
 from runtime.errors import UserError
 from runtime.files import atomic_write
 from runtime.tags import (
@@ -33,8 +34,10 @@ from runtime.tags import (
     FRONTEND_TAG,
     MODEL_URI_TAG,
     MODEL_VERSION_TAGS,
+    NOTE_TAG,
     PARENT_TAG,
     ROLE_TAG,
+    RUN_NAME_TAG,
 )
 
 
@@ -43,6 +46,7 @@ class ChosenChild:
     """A searched child as its MLflow run records it."""
 
     run_id: str
+    name: str  # its run's name (child-0007)
     experiment_id: str
     architecture: dict[str, Any]
     epochs: int  # the epoch its search kept (its best on dev)
@@ -59,6 +63,7 @@ class Evaluation:
     per_class_recall: dict[str, float] = field(default_factory=dict)  # mean over seeds
     confusion: np.ndarray | None = None  # summed over seeds, rows = true class
     predictions: list[tuple[str, str]] = field(default_factory=list)  # seed 0: (file, class)
+    test_probabilities: list[np.ndarray] = field(default_factory=list)  # per seed [files, classes]
     state_dict: dict | None = None  # seed 0's weights
     norm_mean: list[float] = field(default_factory=list)  # from the frontend's features
     norm_std: list[float] = field(default_factory=list)
@@ -68,16 +73,46 @@ class Evaluation:
     def labelled(self) -> bool:
         return bool(self.test_uars)
 
+    def figures(self) -> dict[str, Any]:
+        """Test UAR (mean, spread over the seeds, each seed) and per-class recall, as the
+        JSON summaries write them (None without test labels)."""
+        labelled = self.labelled
+        return {
+            "test_uar_mean": statistics.fmean(self.test_uars) if labelled else None,
+            "test_uar_std": seed_std(self.test_uars) if labelled else None,
+            "test_uars": self.test_uars,
+            "per_class_recall": self.per_class_recall,
+        }
 
-def find_child(uri: str, run_id: str | None, best_of: str | None) -> ChosenChild:
-    """``--run-id`` names a child; ``--best`` picks the best finished child of an experiment."""
-    if best_of is not None:
-        from automl.report.compare import collect, leaderboard
 
-        board = leaderboard(collect(uri, best_of, "--best"), top=1)
-        if not board:
-            raise UserError(f"--best {best_of}: no finished child in {uri}")
-        run_id = board[0]["run_id"]
+def find_children(uri: str, run_ids: list[str], best_of: str | None, k: int) -> list[ChosenChild]:
+    """``--run-id`` (repeatable) names the children; ``--best`` picks the ``k`` best
+    finished children of an experiment that share the best one's frontend and crop (what
+    a fusion's members must share)."""
+    if best_of is None:
+        return [find_child(uri, run_id) for run_id in run_ids]
+    from automl.report.compare import collect, leaderboard
+
+    board = leaderboard(collect(uri, best_of, "--best"), top=10**9)
+    if not board:
+        raise UserError(f"--best {best_of}: no finished child in {uri}")
+    chosen = [find_child(uri, board[0]["run_id"])]
+    for row in board[1:]:
+        if len(chosen) == k:
+            break
+        child = find_child(uri, row["run_id"])
+        if (child.frontend, child.max_seconds) == (chosen[0].frontend, chosen[0].max_seconds):
+            chosen.append(child)
+    if len(chosen) < k:
+        raise UserError(
+            f"--best {best_of} --fuse {k}: only {len(chosen)} finished children share the best "
+            f"one's frontend ({chosen[0].frontend}) and crop"
+        )
+    return chosen
+
+
+def find_child(uri: str, run_id: str) -> ChosenChild:
+    """A finished child of a search, by its run id."""
     try:
         run = tracking.get_run(uri, run_id)
     except tracking.UnknownRun:
@@ -91,6 +126,7 @@ def find_child(uri: str, run_id: str | None, best_of: str | None) -> ChosenChild
     max_seconds = params.get("max_seconds", "None")
     return ChosenChild(
         run_id=run_id,
+        name=tags.get(RUN_NAME_TAG, run_id[:8]),
         experiment_id=run.experiment_id,
         architecture=json.loads(tags[ARCHITECTURE_TAG]),
         epochs=int(metrics["best_epoch"]),
@@ -125,10 +161,15 @@ def train_plus_devel(data: Dataset) -> Dataset:
                    before_mean + before_std * mean, before_std * std)  # fmt: skip
 
 
-def evaluate(child: ChosenChild, data: Dataset, seeds: int, device: str = "auto") -> Evaluation:
-    """Retrain on train + devel with seeds 0..seeds-1 and score each once on test."""
-    from sklearn.metrics import confusion_matrix, recall_score
-
+def evaluate(
+    child: ChosenChild,
+    data: Dataset,
+    seeds: int,
+    device: str = "auto",
+    on_seed: Callable[[int, float | None], None] | None = None,
+) -> Evaluation:
+    """Retrain on train + devel with seeds 0..seeds-1 and score each once on test;
+    ``on_seed(seed, test UAR or None)`` after each."""
     final = train_plus_devel(data)
     test = Padded.from_split(final.splits["test"])
     labels = final.splits["test"].labels
@@ -136,7 +177,6 @@ def evaluate(child: ChosenChild, data: Dataset, seeds: int, device: str = "auto"
     result.norm_mean, result.norm_std = final.norm_mean.tolist(), final.norm_std.tolist()
     first = final.splits["test"].sequence(0)
     result.example = (first * final.norm_std + final.norm_mean).astype(np.float32)
-    recalls = []
     for seed in range(seeds):
         # the search's recipe (its epochs, its schedule over them), stopped at the kept epoch
         config = TrainConfig(stop_after=child.epochs, seed=seed, device=device)
@@ -144,31 +184,51 @@ def evaluate(child: ChosenChild, data: Dataset, seeds: int, device: str = "auto"
         model = build_model(normalize(child.architecture), final.n_features, final.n_classes)
         model.load_state_dict(trained.state_dict)
         target = resolve_device(device)
-        predicted = predict(model.to(target), test, target)
+        result.test_probabilities.append(probabilities(model.to(target), test, target))
+        predicted = result.test_probabilities[-1].argmax(axis=1)
         if seed == 0:
             names = [str(n) for n in final.splits["test"].names]
             result.predictions = list(zip(names, (data.classes[p] for p in predicted), strict=True))
             result.state_dict = trained.state_dict
         if (labels >= 0).all():
-            every = list(range(len(data.classes)))
-            per_class = recall_score(labels, predicted, labels=every, average=None, zero_division=0)
-            recalls.append(per_class)
-            result.test_uars.append(uar(labels, predicted))
-            matrix = confusion_matrix(labels, predicted, labels=every)
-            result.confusion = matrix if result.confusion is None else result.confusion + matrix
-    if recalls:
-        mean = np.mean(recalls, axis=0)
-        result.per_class_recall = {c: float(r) for c, r in zip(data.classes, mean, strict=True)}
+            score_seed(result, labels, predicted)
+        if on_seed is not None:
+            on_seed(seed, result.test_uars[-1] if result.test_uars else None)
     return result
 
 
+def score_seed(result: Evaluation, labels: np.ndarray, predicted: np.ndarray) -> None:
+    """One seed's test predictions into ``result``: its UAR, its confusion matrix (summed
+    over seeds) and the per-class recall (averaged over the seeds so far)."""
+    from sklearn.metrics import confusion_matrix, recall_score
+
+    every = list(range(len(result.classes)))
+    per_class = recall_score(labels, predicted, labels=every, average=None, zero_division=0)
+    n = len(result.test_uars)
+    for c, r in zip(result.classes, per_class, strict=True):
+        result.per_class_recall[c] = (result.per_class_recall.get(c, 0.0) * n + float(r)) / (n + 1)
+    result.test_uars.append(uar(labels, predicted))
+    matrix = confusion_matrix(labels, predicted, labels=every)
+    result.confusion = matrix if result.confusion is None else result.confusion + matrix
+
+
 def confusion_png(confusion: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
-    """The confusion matrix as a PNG (scikit-learn's display): each row normalised to the
-    recall of its true class (UAR is their diagonal's mean), the counts beside them."""
+    """The confusion matrix as a PNG (see :func:`confusion_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    figure = confusion_figure(plt, confusion, classes, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def confusion_figure(plt: Any, confusion: np.ndarray, classes: list[str], title: str) -> Any:
+    """scikit-learn's confusion display, each row normalised to the recall of its true
+    class (UAR is their diagonal's mean) on a 0-1 colour bar, the counts beside them."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -180,10 +240,7 @@ def confusion_png(confusion: np.ndarray, classes: list[str], title: str, path: P
     axes.set_title(title)
     axes.set_ylabel("true class (row: its recall)")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def write_files(result: Evaluation, folder: Path) -> dict[str, Path]:
@@ -217,34 +274,51 @@ def write_outputs(
     return files
 
 
+def open_run(uri: str, child: ChosenChild) -> str:
+    """The evaluation's run, opened before the retraining (so its duration is the
+    evaluation's) and nested under the child it evaluates, its description linking there."""
+    page = mlflow_ui.run_page(child.experiment_id, child.run_id)
+    tags = {
+        EVALUATES_TAG: child.run_id,
+        ROLE_TAG: "evaluation",
+        PARENT_TAG: child.run_id,
+        NOTE_TAG: f"Evaluates [{child.name}]({page}) on test (train + devel retraining)",
+    }
+    return tracking.start_run(uri, child.experiment_id, f"evaluate-{child.name}", tags)
+
+
 def log_run(
-    uri: str, child: ChosenChild, result: Evaluation, seeds: int, files: dict[str, Path]
-) -> str:
-    """An evaluation run beside the child (tagged both ways), with its metrics and files."""
-    tags = {EVALUATES_TAG: child.run_id, ROLE_TAG: "evaluation"}
-    run_id = tracking.start_run(uri, child.experiment_id, f"evaluate-{child.run_id[:8]}", tags)
+    uri: str,
+    run_id: str,
+    child: ChosenChild,
+    result: Evaluation,
+    seeds: int,
+    files: dict[str, Path],
+) -> None:
+    """The evaluation's metrics and files into its run (tagged both ways with the child)."""
     metrics = {}
     if result.labelled:
         metrics["test_uar_mean"] = statistics.fmean(result.test_uars)
         metrics["test_uar_std"] = seed_std(result.test_uars)
-        metrics.update({f"recall/{c}": r for c, r in result.per_class_recall.items()})
+        for label, recall in result.per_class_recall.items():
+            metrics[tracking.metric_key("recall", label)] = recall
     tracking.log_values(uri, run_id, {"seeds": seeds, "epochs": child.epochs}, metrics)
     for path in files.values():
         tracking.log_artifact(uri, run_id, path)
-    tracking.end_run(uri, run_id)
     tracking.set_tag(uri, child.run_id, EVALUATION_TAG, run_id)
-    return run_id
 
 
 def log_model(uri: str, run_id: str, child: ChosenChild, result: Evaluation) -> str:
-    """Seed 0's model as an MLflow model (see :mod:`automl.ship.bundle`); returns its URI."""
+    """Seed 0's model as an MLflow model (see :mod:`automl.ship.bundle`), named after the
+    child and what it learnt from (``child-0007-train-devel``); returns its URI."""
     from automl.ship import bundle
 
     meta = bundle.ModelMeta(
         child.architecture, result.classes, result.norm_mean, result.norm_std,
         child.frontend, child.max_seconds, child.data,
     )  # fmt: skip
-    model_uri = bundle.log_model(uri, run_id, meta, result.state_dict, result.example)
+    name = f"{child.name}-train-devel"
+    model_uri = bundle.log_model(uri, run_id, name, meta, result.state_dict, result.example)
     tracking.set_tag(uri, run_id, MODEL_URI_TAG, model_uri)
     return model_uri
 
@@ -264,15 +338,11 @@ def summary(
     child: ChosenChild, result: Evaluation, eval_run: str, files: dict[str, Path], model_uri: str
 ) -> dict[str, Any]:
     """What ``automl evaluate --json`` writes (and registers the model version with)."""
-    labelled = result.labelled
     return {
         "child_run_id": child.run_id,
         "evaluation_run_id": eval_run,
         "epochs": child.epochs,
-        "test_uar_mean": statistics.fmean(result.test_uars) if labelled else None,
-        "test_uar_std": seed_std(result.test_uars) if labelled else None,
-        "test_uars": result.test_uars,
-        "per_class_recall": result.per_class_recall,
+        **result.figures(),
         "predictions": str(files["predictions"]),
         "model_uri": model_uri,
     }

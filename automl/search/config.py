@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from automl.data.prepare import DataOptions
 from automl.search.placement import ChildResources, parse_rules
@@ -21,7 +22,7 @@ from runtime.cli import (
     positive_int,
     retry_count,
 )
-from runtime.resources import max_wait_field
+from runtime.resources import join_timeout_field, max_wait_field
 
 
 def model_count(text: str) -> int | None:
@@ -37,6 +38,22 @@ def model_count(text: str) -> int | None:
 @dataclass(kw_only=True)
 class SearchConfig(DataOptions):
     """A search, as ``automl search`` takes it: every option and its one default."""
+
+    OPTION_GROUPS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "data": ("data", "task", "frontend", "max_seconds"),
+        "space and searcher": ("space", "searcher", "searcher_opt", "seed", "warm_start"),
+        "budget, early stopping and objective": (
+            "trials", "max_duplicates", "epochs", "time_budget", "early_stop", "grace_epochs",
+            "objective", "target",
+        ),
+        "resources and cluster": (
+            "workers", "cpus_per_trial", "gpus_per_trial", "trial_resources", "max_wait",
+            "address", "join_timeout", "retries",
+        ),
+        "tracking and output": (
+            "experiment", "tracking_uri", "storage", "resume", "restart", "log_models", "json",
+        ),
+    }  # fmt: skip
 
     space: str = field(
         metadata=option("search-space YAML file, or a built-in name (seed_gru, cnn, gru_hparams)")
@@ -129,6 +146,7 @@ class SearchConfig(DataOptions):
     address: str | None = field(
         default=None, metadata=option("join this Ray cluster (default: start Ray locally)")
     )
+    join_timeout: float = join_timeout_field()
     seed: int = field(
         default=0,
         metadata=option(
@@ -148,7 +166,9 @@ class SearchConfig(DataOptions):
     )
     storage: str = field(
         default="automl-runs",
-        metadata=option("folder for the search's state and Ray's records"),
+        metadata=option(
+            "folder for the search's state and Ray's records (a folder, not Optuna's database URL)"
+        ),
     )
     resume: bool = field(
         default=False,

@@ -28,6 +28,7 @@ from ray.tune.execution.placement_groups import (
 from ray.tune.search import Searcher as TuneSearcher
 from ray.tune.stopper import CombinedStopper, Stopper
 
+from automl.child import describe
 from automl.child.trainer import (
     EpochStats,
     TrainConfig,
@@ -39,11 +40,16 @@ from automl.data.dataset import Dataset, Features, Split
 from automl.search.ledger import SearchLoop
 from automl.search.placement import ChildResources
 from runtime import tracking
-from runtime.tags import ARCHITECTURE_TAG, DEVICE_TAG, FRONTEND_TAG, ROLE_TAG
+from runtime.tags import ARCH_SHORT_TAG, ARCHITECTURE_TAG, DEVICE_TAG, FRONTEND_TAG, ROLE_TAG
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 from runtime.tune_grid import Waiting
 
 METRIC = "dev_uar"
+
+
+def child_run_name(trial: int) -> str:
+    """A child's MLflow run name (and its logged model's): ``child-0007``."""
+    return f"child-{trial:04d}"
 
 
 def child_trainable(
@@ -85,9 +91,10 @@ def child_trainable(
         return Outcome(metrics, artifacts, report)
 
     tags = {ROLE_TAG: "child", ARCHITECTURE_TAG: json.dumps(arch, sort_keys=True)}
+    tags[ARCH_SHORT_TAG] = describe(arch)
     tags[FRONTEND_TAG] = features.frontend_of(arch)  # the space may decide it per child
     tags[DEVICE_TAG] = str(resolve_device(train_config.device))  # a GPU it was given, used?
-    run_trial(context, trial, f"child-{trial:04d}", tracking.flatten("", arch), tags, work)
+    run_trial(context, trial, child_run_name(trial), tracking.flatten("", arch), tags, work)
 
 
 def _poisoned(data: Dataset) -> Dataset:

@@ -27,6 +27,7 @@ from automl.child.arch import FRONTEND_KEY, HPARAM_DEFAULTS
 from automl.child.trainer import TrainConfig
 from automl.data.dataset import Dataset, Features
 from automl.data.prepare import load_dataset
+from automl.search import mlflow_view
 from automl.search.config import SearchConfig
 from automl.search.ledger import DONE, SearchLoop
 from automl.search.objective import Objective, pareto_front
@@ -36,6 +37,7 @@ from automl.search.ray_tune import (
     METRIC,
     EarlyStop,
     RayOptions,
+    child_run_name,
     finished_records,
     run_on_ray,
 )
@@ -44,11 +46,11 @@ from automl.search.space import SearchSpace, load_space
 from automl.search.state import STATE_FILE, SearchState
 from automl.search.warm_start import DATA_PARAM, SPACE_PARAM, earlier_children, space_fingerprint
 from automl.ship import bundle
-from runtime import tracking
+from runtime import mlflow_ui, tracking
 from runtime.cli import build_config, parse_overrides
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
-from runtime.files import check_writable, write_json
+from runtime.files import check_writable, held_alone, write_json
 from runtime.job import Job, JobPlan, preflight, run_job
 from runtime.tags import (
     BEST_CHILD_TAG,
@@ -57,6 +59,7 @@ from runtime.tags import (
     DATA_TAG,
     ENDED_TAG,
     FRONTEND_TAG,
+    NOTE_TAG,
     SEED_TAG,
 )
 from runtime.trial import GPUS_TAG, TrialContext
@@ -90,45 +93,61 @@ def run_search(
         raise UserError(f"--resume: the data changed since the search in {config.folder} began")
     warm = 0 if saved else _warm_start(config, plan.tracking_uri, searcher, objective, dataset)
     created = _prepare_folder(config)
-    if earlier is not None:
-        earlier.set_aside(config.folder / STATE_FILE)
+    with held_alone(config.folder, _busy(config)):
+        if earlier is not None:
+            earlier.set_aside(config.folder / STATE_FILE)
 
-    start = time.time() - (saved.wall_seconds if saved else 0.0)
-    loop = _make_loop(config, space, searcher, objective=objective, dataset=dataset,
-                      start=start, saved=saved)  # fmt: skip
-    outcome: dict[str, Any] = {"models": {}, "gpu_unused": [], "warm_started": warm}
+        start = time.time() - (saved.wall_seconds if saved else 0.0)
+        loop = _make_loop(config, space, searcher, objective=objective, dataset=dataset,
+                          start=start, saved=saved)  # fmt: skip
+        outcome: dict[str, Any] = {"models": {}, "gpu_unused": [], "warm_started": warm}
 
-    def close(job: Job) -> tuple[dict[str, Any], dict[str, str]]:
-        finished, loop.interrupted = job.status == "FINISHED", job.status == "KILLED"
-        _save_state(config, loop, job.parent, dataset, time.time() - start, finished)
-        summary = make_summary(config, loop, job.parent, time.time() - start, **outcome)
-        if json_path:
-            write_json(json_path, summary)
-        outcome["summary"] = summary
-        files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
-        return files, {ENDED_TAG: loop.ended}
+        def close(job: Job) -> tuple[dict[str, Any], dict[str, str]]:
+            finished, loop.interrupted = job.status == "FINISHED", job.status == "KILLED"
+            _save_state(config, loop, job.parent, dataset, time.time() - start, finished)
+            summary = make_summary(config, loop, job.parent, time.time() - start, **outcome)
+            if json_path:
+                write_json(json_path, summary)
+            outcome["summary"] = summary
+            files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
+            return files, {ENDED_TAG: loop.ended}
 
-    open_parent = partial(_open_parent, config, plan.tracking_uri, space, searcher, dataset, saved)
-    with run_job(plan, open_parent, close, partial(_remove, created)) as job:
-        parent = job.parent
-        loop.on_update = lambda metrics, step: tracking.log_parent_metrics(parent, metrics, step)
-        if saved:
-            orphans = finished_records(parent)  # finished after the driver died
-            loop.adopt([r for t, r in orphans.items() if t not in loop.by_trial])
-        if on_progress is not None:
-            on_progress(loop)  # the search has started: show it before Tune's first child
+        open_parent = partial(
+            _open_parent, config, plan.tracking_uri, space, searcher, dataset, saved
+        )
+        with run_job(plan, open_parent, close, partial(_remove, created)) as job:
+            parent = job.parent
+            outcome["ui_page"] = mlflow_view.publish(parent)
+            tracking.set_tag(parent.uri, parent.parent_run_id, NOTE_TAG, _note(parent, loop))
+            loop.on_update = lambda metrics, step: tracking.log_parent_metrics(
+                parent, metrics, step
+            )
+            if saved:
+                orphans = finished_records(parent)  # finished after the driver died
+                loop.adopt([r for t, r in orphans.items() if t not in loop.by_trial])
+            if on_progress is not None:
+                on_progress(loop)  # the search has started: show it before Tune's first child
 
-        def save_state() -> None:
-            _save_state(config, loop, parent, dataset, time.time() - start)
+            def save_state() -> None:
+                _save_state(config, loop, parent, dataset, time.time() - start)
 
-        on_change = _on_change(loop, parent, save_state, on_progress)
-        context = _trial_context(config, faults, dataset, parent)
-        run_on_ray(loop, features, _ray_options(config, resources, early_stop, context, on_change,
-                                                loop.deadline))  # fmt: skip
-        outcome["models"] = _log_models(config, loop, features, parent)
-        outcome["gpu_unused"] = _gpu_unused(parent) if resources.asks_gpus else []
-        job.finished()
+            on_change = _on_change(loop, parent, save_state, on_progress)
+            context = _trial_context(config, faults, dataset, parent)
+            options = _ray_options(config, resources, early_stop, context, on_change, loop.deadline)
+            run_on_ray(loop, features, options)
+            outcome["models"] = _log_models(config, loop, features, parent)
+            outcome["gpu_unused"] = _gpu_unused(parent) if resources.asks_gpus else []
+            job.finished()
     return outcome["summary"]
+
+
+def _busy(config: SearchConfig) -> str:
+    """What a second search of one folder at once hears (two would train the same trials
+    and overwrite each other's state)."""
+    return (
+        f"another automl search is running in {config.folder} (experiment "
+        f"{config.experiment}); wait for it to end, or give another --experiment or --storage"
+    )
 
 
 def _features(config: SearchConfig, space: SearchSpace, dataset: Dataset) -> Features:
@@ -150,7 +169,8 @@ def _fixed_frontend(space: SearchSpace) -> list[str]:
 def _job_plan(config: SearchConfig, requests: list[tuple[str, dict[str, float]]]) -> JobPlan:
     uri = tracking.resolve_uri(config.tracking_uri)
     return JobPlan(tracking_uri=uri, experiment=config.experiment, address=config.address,
-                   requests=requests, max_wait=config.max_wait)  # fmt: skip
+                   requests=requests, max_wait=config.max_wait,
+                   join_timeout=config.join_timeout)  # fmt: skip
 
 
 def _saved_states(
@@ -288,6 +308,11 @@ def _stop_at(config: SearchConfig, deadline: float | None) -> float | None:
 
 
 def _make_searcher(config: SearchConfig, space: SearchSpace) -> Searcher:
+    if not space.decisions:  # one child: nothing to search, and no policy to learn
+        raise UserError(
+            f"--space {config.space}: it decides nothing (every value is fixed), so it holds "
+            "one child: train it with automl train --arch, or give a field a list of choices"
+        )
     cls = searcher_class(config.searcher)
     options = parse_overrides(cls.Config, config.searcher_opt, "--searcher-opt")
     return cls(space, config.seed, build_config(cls.Config, options, "--searcher-opt"))
@@ -314,7 +339,18 @@ def _load_state(config: SearchConfig, searcher: Searcher) -> SearchState:
     path = config.folder / STATE_FILE
     if not path.is_file():
         raise UserError(f"--resume: no search to resume in {config.folder} (no {STATE_FILE})")
-    saved = SearchState.load(path, before="--resume: ")
+    saved = SearchState.load(path, before="--resume: ", after="; move it away to start anew")
+    uri, was = tracking.resolve_uri(config.tracking_uri), saved.parent.uri
+    if uri != was:  # the search's runs are in its own store: resuming elsewhere splits them
+        raise UserError(
+            f"--resume: the search in {config.folder} tracks to {was}, not {uri}: resume it "
+            f"with --tracking-uri {was}"
+        )
+    if not tracking.has_run(uri, saved.parent.parent_run_id):
+        raise UserError(
+            f"--resume: the search's MLflow run {saved.parent.parent_run_id} is not in {uri} "
+            "(the store was deleted or replaced); start anew with --restart"
+        )
     changed = [k for k in RESUME_KEYS if saved.config.get(k) != getattr(config, k)]
     if changed:
         was = {k: saved.config.get(k) for k in changed}
@@ -420,12 +456,23 @@ def _on_change(
         if best is not None and best.reward > best_logged:  # the best by the objective
             best_logged = best.reward
             metrics = {"best_reward": best.reward, "best_dev_uar": best.dev_uar}
-            link = {BEST_CHILD_TAG: best.mlflow_run_id} if best.mlflow_run_id else {}
-            tracking.log_parent_metrics(parent, metrics, loop.completed, link)
+            links = {NOTE_TAG: _note(parent, loop)}
+            if best.mlflow_run_id:
+                links[BEST_CHILD_TAG] = best.mlflow_run_id
+            tracking.log_parent_metrics(parent, metrics, loop.completed, links)
         if on_progress is not None:
             on_progress(loop)
 
     return on_change
+
+
+def _note(parent: tracking.ParentRun, loop: SearchLoop) -> str:
+    """The parent run's description: its children's view, and its best child so far."""
+    best = loop.best()
+    if best is None or not best.mlflow_run_id:
+        return mlflow_view.parent_note(parent, None)
+    named = (best.mlflow_run_id, child_run_name(best.trial), best.dev_uar)
+    return mlflow_view.parent_note(parent, named)
 
 
 def _log_models(
@@ -461,8 +508,10 @@ def make_summary(
     models: dict[int, str] | None = None,
     gpu_unused: list[int] | None = None,
     warm_started: int = 0,
+    ui_page: str | None = None,
 ) -> dict[str, Any]:
-    """The search as JSON; ``gpu_unused``: children Ray gave a GPU that trained on the CPU."""
+    """The search as JSON; ``gpu_unused``: children Ray gave a GPU that trained on the CPU;
+    ``ui_page``: its children's view in MLflow's UI."""
     best = loop.best()
     finished = [r.to_json() for r in loop.records if r.status == DONE and r.duplicate_of is None]
     return {
@@ -503,5 +552,6 @@ def make_summary(
         "parent_run_id": parent.parent_run_id,
         "experiment_id": parent.experiment_id,
         "tracking_uri": parent.uri,
+        "mlflow_ui": mlflow_ui.link(parent.uri, ui_page) if ui_page else None,
         "wall_seconds": wall_seconds,
     }

@@ -188,12 +188,39 @@ def load_space(text: str | Path) -> SearchSpace:
     """Read and validate a space file; every error names the file and the key."""
     path = resolve_space_path(str(text))
     try:
-        raw = yaml.safe_load(path.read_text())
+        source = path.read_text()
+        _check_expanded_size(yaml.compose(source, Loader=yaml.SafeLoader), path)
+        raw = yaml.safe_load(source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"search space {path}:{where} YAML syntax error") from None
     return parse_space(raw, str(path), default_name=path.stem)
+
+
+#: values a space file may hold once its YAML aliases are expanded: a real space has a few
+#: hundred; nested anchors ("billion laughs") reach billions from a few hundred bytes
+MAX_YAML_VALUES = 100_000
+
+
+def _check_expanded_size(root: yaml.Node | None, path: Path) -> None:
+    """Count the values ``root`` expands to (an alias counts its anchor's whole subtree),
+    each node once thanks to memoisation, so the count itself costs no expansion."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+            if isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    if root is not None and size(root) > MAX_YAML_VALUES:
+        raise UserError(
+            f"search space {path}: expands to more than {MAX_YAML_VALUES} values (nested YAML "
+            "anchors and aliases?); a space holds a few hundred"
+        )
 
 
 def parse_space(raw: Any, where: str, default_name: str = "space") -> SearchSpace:

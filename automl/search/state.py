@@ -16,7 +16,7 @@ import torch
 from automl.search.ledger import RUNNING
 from runtime import tracking
 from runtime.errors import UserError
-from runtime.files import atomic_write
+from runtime.files import atomic_write, read_torch_file
 from runtime.tags import ENDED_TAG
 
 STATE_FILE = "search_state.pt"
@@ -35,11 +35,11 @@ class SearchState:
     @classmethod
     def load(cls, path: Path, before: str = "", after: str = "") -> SearchState:
         """The state in ``path``; a truncated or foreign file is one line naming it."""
+        saved = read_torch_file(path, f"{before}a search's state", after.removeprefix("; "))
         try:
-            saved = torch.load(path, weights_only=True)
             return cls(**{**saved, "finished": _finished(saved)})
-        except Exception as exc:  # name it instead of a traceback
-            raise UserError(f"{before}cannot read {path} ({exc}){after}") from None
+        except Exception as exc:  # a torch file, not a state's: name it, not a traceback
+            raise UserError(f"{before}{path} is not a search's state ({exc}){after}") from None
 
     def save(self, path: Path) -> None:
         atomic_write(path, lambda handle: torch.save(asdict(self), handle))

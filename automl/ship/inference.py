@@ -1,7 +1,7 @@
 """Load a model however it was shipped and score one utterance's features with it.
 
 ``--model`` takes an MLflow model URI (``models:/NAME/VERSION``, ``models:/<model id>``,
-``runs:/<run id>/model``), an MLflow model folder on disk, or a file ``automl export``
+``runs:/<run id>/child-0007``), an MLflow model folder on disk, or a file ``automl export``
 wrote (TorchScript ``.pt`` or ``.onnx``, each carrying the bundle's meta). All give the
 same :class:`Predictor`: the meta (classes, frontend) and class probabilities.
 """
@@ -55,10 +55,15 @@ def load_bundle(model: str, tracking_uri: str | None = None) -> tuple[ModelMeta,
         raise UserError(f"--model {model}: an exported file; give the MLflow model it came from")
     if path.is_dir():
         return _read_folder(path, model)
-    if ":/" not in model and not model.startswith("m-"):
+    if not is_mlflow_uri(model):
         raise UserError(f"--model {model}: no such file, and not an MLflow model URI")
     with tempfile.TemporaryDirectory() as tmp:
         return _read_folder(_download(model, tracking_uri, Path(tmp)), model)
+
+
+def is_mlflow_uri(model: str) -> bool:
+    """``models:/...``, ``runs:/...`` or a bare model id (``m-...``): a model MLflow holds."""
+    return ":/" in model or model.startswith("m-")
 
 
 def from_scorer(meta: ModelMeta, scorer: bundle.Scorer) -> Predictor:
