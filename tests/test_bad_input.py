@@ -101,6 +101,10 @@ def test_bad_corpus(tmp_path, workdir, automl_cache, capsys, case, message):
         ("family: rnn\nlayers: [1, 2\n", "YAML syntax error"),
         (LAUGHS, "expands to more than 100000 values"),  # accepted, it would take GBs
         ("family: rnn\nlayers: {count: 1, units: 8}\n", "it decides nothing"),
+        (
+            "family: rnn\nlayers: {count: 1, units: [8]}\nchoices: {lr: [.nan, 0.01]}\n",
+            "choices.lr: choice nan is not a finite number",
+        ),
     ],
 )
 def test_bad_search_space(tmp_path, workdir, capsys, space_text, message):

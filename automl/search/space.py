@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,8 @@ def _choices(value: Any, where: str) -> tuple[Scalar, ...]:
     for v in value:
         if not isinstance(v, Scalar):
             raise UserError(f"search space {where}: choice {v!r} is not a number, string or bool")
+        if isinstance(v, float) and not math.isfinite(v):  # YAML's .nan and .inf
+            raise UserError(f"search space {where}: choice {v!r} is not a finite number")
     if len(set(map(repr, value))) != len(value):
         raise UserError(f"search space {where}: duplicate choices")
     return tuple(value)
