@@ -266,7 +266,10 @@ def _what_a_browser_shows(uri: str, summary: dict, evaluation: dict) -> None:
     shows its test UAR."""
     best, experiment = summary["best"], summary["experiment_id"]
     name = f"child-{best['trial']:04d}"
-    others = [f"child-{t['trial']:04d}" for t in summary["trials"] if t["trial"] != best["trial"]]
+    others = [  # children below the best (ties, at chance say, may come in either order)
+        f"child-{t['trial']:04d}" for t in summary["trials"]
+        if t["status"] == "done" and t["dev_uar"] < best["dev_uar"]
+    ]  # fmt: skip
     with fresh_browser() as browser:
         page = browser.new_page()
         page.goto(summary["mlflow_ui"])
@@ -277,8 +280,9 @@ def _what_a_browser_shows(uri: str, summary: dict, evaluation: dict) -> None:
         assert all(shown.index(name) < shown.index(other) for other in others)
 
         page.goto(f"{uri}/#/experiments/{experiment}/runs/{summary['parent_run_id']}")
+        note = page.locator("p", has_text="Best child:")  # the parent's description
         with browser.expect_page() as opened:
-            page.get_by_role("link", name=name).last.click()  # in its description
+            note.get_by_role("link", name=name).click()
         child = opened.value
         child.wait_for_url(f"**/runs/{best['mlflow_run_id']}")
         child.get_by_text(best["mlflow_run_id"]).first.wait_for()
