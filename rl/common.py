@@ -9,9 +9,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-from runtime.files import atomic_write
+from runtime.files import write_torch
 
 #: callback receiving (metrics, env step) while an agent trains
 Metrics = Callable[[dict[str, float], int], None]
@@ -159,7 +158,7 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
     """Write atomically (a killed run never leaves half a file) and keep the newest ``keep``."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = atomic_write(checkpoint_path(folder, step), lambda handle: torch.save(state, handle))
+    path = write_torch(checkpoint_path(folder, step), state)
     for old in sorted(folder.glob("checkpoint-*.pt"))[:-keep]:
         old.unlink()
     return path
@@ -168,7 +167,7 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 
 def save_best(folder: Path, policy: dict[str, Any]) -> Path:
     """The best-evaluated policy so far (what ``rl evaluate`` loads by default)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return atomic_write(folder / BEST, lambda handle: torch.save(policy, handle))
+    return write_torch(folder / BEST, policy)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

@@ -29,7 +29,7 @@ from runtime.cli import (
 )
 from runtime.errors import UserError
 from runtime.faults import FaultPlan
-from runtime.files import write_json
+from runtime.files import OutOfSpace, out_of_space, out_of_space_line, write_json
 from runtime.job import GridResult, Job, JobPlan, preflight, run_job
 from runtime.resources import TrialResources, join_timeout_field, max_wait_field, parse_rules
 from runtime.tags import CODE_VERSION_TAG, ENV_TAG, ROLE_TAG
@@ -287,6 +287,8 @@ def run_seeds(job: JobConfig, agent: Any = None) -> dict[str, Any]:
         else:
             results = run_grid(seed_trainable, "seed", seeds, options, algo=job.algo, **common)
         rows += [row for result in results for row in _rows(result)]
+        if full := [r["error"] for r in rows if out_of_space(r.get("error", ""))]:
+            raise OutOfSpace(f"a seed could not write its results: {out_of_space_line(full[0])}")
         if any(r["status"] == "interrupted" for r in rows):  # Tune caught a Ctrl-C
             raise KeyboardInterrupt
         if all(r["status"] == "done" for r in rows):

@@ -32,6 +32,7 @@ from runtime.errors import (
     RESUME_HINT,
     UserError,
 )
+from runtime.files import out_of_space, out_of_space_line
 from runtime.process import configure_process
 
 
@@ -44,8 +45,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
-    """Parse and dispatch to ``args.func``; a user's mistake becomes one line and exit 2, an
-    interrupt (Ctrl-C, SIGTERM) one line and exit 130 / 143."""
+    """Parse and dispatch to ``args.func``; a user's mistake, or a write that found the disk
+    full, becomes one line and exit 2, an interrupt (Ctrl-C, SIGTERM) one line and exit
+    130 / 143."""
     args = parser.parse_args(argv)
     configure_process()
     ray_cluster.prepare(getattr(args, "address", None))  # before any command imports Ray
@@ -58,6 +60,11 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) 
         except KeyboardInterrupt as exc:
             print(f"{prog}: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        except Exception as exc:
+            if not out_of_space(exc):
+                raise
+            print(f"{prog}: error: {out_of_space_line(exc)}", file=sys.stderr)
+            return EXIT_USER_ERROR
 
 
 class _WarningLine(logging.Handler):

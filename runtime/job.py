@@ -17,6 +17,7 @@ steps, written once here:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -26,6 +27,7 @@ from typing import Any
 from runtime import ray_cluster, tracking
 from runtime.cli import interrupts_held, resumable_interrupts
 from runtime.errors import UserError
+from runtime.files import if_room, out_of_space
 
 #: a job's close callback: the files to attach to its parent run and tags to set on it
 Close = Callable[["Job"], tuple[dict[str, Any] | None, dict[str, str]]]
@@ -104,13 +106,41 @@ def run_job(
             raise
         job = Job(pending.result() if pending else open_parent())
         after_ray.enter_context(resumable_interrupts())  # the job has a state from here
-        after_ray.callback(tracking.close_abandoned, job.parent)
+        after_ray.callback(_close_abandoned, job.parent)
         try:
             yield job
         except (KeyboardInterrupt, NoNodeCame):  # Ctrl-C, SIGTERM, or --max-wait ran out
             job.status = "KILLED"
             raise
+        except Exception as exc:  # a full disk stops the job the same way: resumable
+            if out_of_space(exc):
+                job.status = "KILLED"
+            raise
         finally:
             with interrupts_held():
-                files, tags = close(job)
-                tracking.finish_parent(job.parent, files, job.status, tags)
+                _close(job, close)
+
+
+def _close(job: Job, close: Close) -> None:
+    """The command's files written and the parent run ended; on a full disk, as much of
+    that as fits: the state saved before stays, and the resumed job closes the runs."""
+    stopping = sys.exc_info()[1]  # what ends the job, if an exception does
+    try:
+        files, tags = close(job)
+        tracking.finish_parent(job.parent, files, job.status, tags)
+    except Exception as exc:
+        if not out_of_space(exc):
+            raise
+        job.status = "KILLED"
+        with if_room():  # the store may be on another disk than the one that is full
+            tracking.finish_parent(job.parent, None, job.status, {})
+        if stopping is None or not out_of_space(stopping):
+            raise
+        # else: the user hears of the first write that found no room, not of this one
+
+
+def _close_abandoned(parent: tracking.ParentRun) -> None:
+    """Once Ray is down, no trial's run stays RUNNING (room permitting: else the resumed
+    job closes them)."""
+    with if_room():
+        tracking.close_abandoned(parent)

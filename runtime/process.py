@@ -21,6 +21,9 @@ ENVIRONMENT_DEFAULTS = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 QUIET_LOGGERS = ("mlflow", "alembic")  # not their database-migration chatter
+#: MLflow's logs a database error with its traceback, then raises it (the caller says it
+#: in a line); Tune's logs a failed save of its experiment state, which nothing here reads
+SILENT_LOGGERS = ("mlflow.store.db.utils", "ray.tune.execution.experiment_state")
 
 
 def configure_process(threads: int | None = None) -> None:
@@ -33,6 +36,8 @@ def configure_process(threads: int | None = None) -> None:
         os.environ.setdefault(name, value)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in SILENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     if threads:
         import torch  # only where a caller trains
 

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
 from runtime.errors import UserError
+from runtime.files import write_torch
 from runtime.tags import (
     DATASET_CONTEXT_TAG,
     ERROR_TAG,
@@ -440,7 +439,7 @@ def _write_files(folder: Path, files: dict[str, Any]) -> None:
         if name.endswith(".json"):
             (folder / name).write_text(json.dumps(payload, indent=2))
         else:
-            torch.save(payload, folder / name)
+            write_torch(folder / name, payload)
 
 
 class ChildRun:

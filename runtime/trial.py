@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.faults import FaultPlan
+from runtime.files import if_room, out_of_space
 from runtime.process import configure_process
 from runtime.tags import GPUS_TAG, NODE_TAG, RESOURCES_TAG, TRIAL_TAG
 from runtime.tracking import ChildRun, DatasetInfo, ParentRun, close_abandoned
@@ -88,21 +89,32 @@ def run_trial(
     """Run ``work`` as trial ``key`` of the job; call inside a Ray Tune function trainable."""
     from ray import tune
 
-    trial = _open(context, key, name, params, tags)
+    try:
+        trial = _open(context, key, name, params, tags)
+    except Exception as exc:  # the store is full: the driver hears it and stops the job
+        if not out_of_space(exc):
+            raise
+        _report_failure(context, Trial(None, None), _error(exc))
+        return
     try:
         context.faults.apply(key)
         outcome = work(trial)
-    except Exception as exc:  # the trial's own failure: recorded, and the job goes on
-        _report_failure(context, trial, f"{type(exc).__name__}: {exc}")
+        kept = trial.run is None or trial.run.finish(outcome.metrics, outcome.artifacts)
+    except Exception as exc:  # the trial's own failure (or a full disk): recorded, job goes on
+        _report_failure(context, trial, _error(exc))
         return
     except SystemExit:  # Tune stopped the trial (a scheduler, a deadline): its report raised
         if trial.run:  # the curves so far reach the store; the driver closes the run as stopped
             trial.run.flush()
         raise
-    if trial.run and not trial.run.finish(outcome.metrics, outcome.artifacts):
+    if not kept:
         _report_failure(context, trial, "abandoned: its job was resumed elsewhere", record=False)
         return
     tune.report({**outcome.metrics, **outcome.report, RUN_ID: trial.run_id, FINISHED: True})
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run_trials(
@@ -116,27 +128,30 @@ def run_trials(
     the one Tune result lists each member's result under ``members`` (JSON)."""
     from ray import tune
 
-    trials = [_open(context, key, name, params, tags) for key, name, params in members]
+    trials: list[Trial] = []
     try:
+        trials += [_open(context, key, name, params, tags) for key, name, params in members]
         for key, _, _ in members:
             context.faults.apply(key)
         outcomes = work(trials)
-    except Exception as exc:  # the work's own failure: every member failed with it
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        rows = [_finished_row(t, outcome) for t, outcome in zip(trials, outcomes, strict=True)]
+    except Exception as exc:  # the work's own failure (or a full disk): every member failed
+        if len(trials) < len(members) and not out_of_space(exc):
+            raise  # a run could not be opened: the store's fault, not the work's
+        error = _error(exc)[:2000]
         for trial in trials:
-            if trial.run:
-                trial.run.fail(error)
-        rows = [{FINISHED: True, FAILED: True, ERROR: error, RUN_ID: t.run_id} for t in trials]
-        tune.report({FINISHED: True, MEMBERS: json.dumps(rows)})
-        return
-    rows = []
-    for trial, outcome in zip(trials, outcomes, strict=True):
-        if trial.run and not trial.run.finish(outcome.metrics, outcome.artifacts):
-            rows.append({FINISHED: True, FAILED: True, RUN_ID: trial.run_id,
-                         ERROR: "abandoned: its job was resumed elsewhere"})  # fmt: skip
-            continue
-        rows.append({**outcome.metrics, **outcome.report, RUN_ID: trial.run_id, FINISHED: True})
+            _record_failure(trial, error)
+        opened = trials + [Trial(None, None)] * (len(members) - len(trials))
+        rows = [{FINISHED: True, FAILED: True, ERROR: error, RUN_ID: t.run_id} for t in opened]
     tune.report({FINISHED: True, MEMBERS: json.dumps(rows)})
+
+
+def _finished_row(trial: Trial, outcome: Outcome) -> dict[str, Any]:
+    """A member's result, once its run holds its final metrics and files."""
+    if trial.run and not trial.run.finish(outcome.metrics, outcome.artifacts):
+        return {FINISHED: True, FAILED: True, RUN_ID: trial.run_id,
+                ERROR: "abandoned: its job was resumed elsewhere"}  # fmt: skip
+    return {**outcome.metrics, **outcome.report, RUN_ID: trial.run_id, FINISHED: True}
 
 
 def _open(
@@ -170,8 +185,16 @@ def _report_failure(context: TrialContext, trial: Trial, error: str, record: boo
     from ray import tune
 
     error = error[:2000]
-    if record and trial.run:
-        trial.run.fail(error)
+    if record:
+        _record_failure(trial, error)
     tune.report(
         {**context.placeholder, FINISHED: True, FAILED: True, ERROR: error, RUN_ID: trial.run_id}
     )
+
+
+def _record_failure(trial: Trial, error: str) -> None:
+    """The trial's run closed FAILED with its error, unless the store has no room for it
+    (the disk that filled up): then the run stays open, and the resumed job closes it."""
+    if trial.run:
+        with if_room():
+            trial.run.fail(error)

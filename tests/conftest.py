@@ -47,9 +47,12 @@ def write_compare(
     task: str = "toy",
     per_class: dict[str, int] | None = None,
     partitions: tuple[str, ...] = ("train", "devel", "test"),
+    named: dict[str, str] | None = None,
 ) -> Path:
-    """A tiny ComParE-layout corpus: class 'low' is a 300 Hz tone, 'high' a 1200 Hz tone."""
+    """A tiny ComParE-layout corpus: class 'low' is a 300 Hz tone, 'high' a 1200 Hz tone;
+    ``named`` writes a class under another label (any text a TSV field can hold)."""
     per_class = per_class or {"low": 4, "high": 4}
+    named = named or {}
     freqs = {"low": 300.0, "high": 1200.0, "mid": 700.0}
     (root / "wav").mkdir(parents=True)
     (root / "lab").mkdir()
@@ -61,7 +64,7 @@ def write_compare(
                 k += 1
                 name = f"{part}_{k:03d}.wav"
                 sf.write(root / "wav" / name, tone(freqs[label], seed=k), RATE)
-                lines.append(f"{name}\t{label}")
+                lines.append(f"{name}\t{named.get(label, label)}")
     (root / "lab" / f"{task}.tsv").write_text("\n".join(lines) + "\n")
     return root
 
@@ -217,3 +220,37 @@ def mlflow_server_at(folder: Path, *extra: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+class SmallDisks:
+    """Filesystems of a few KB (tmpfs) mounted on folders: disks that fill up under a real
+    command. Needs root, as ``make test`` runs; unmounted when the test ends."""
+
+    def __init__(self) -> None:
+        self.mounted: list[Path] = []
+
+    def mount(self, folder: Path, size: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._mount(["-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)])
+        self.mounted.append(folder)
+        return folder
+
+    def grow(self, folder: Path, size: str = "64m") -> None:
+        """Room made on the disk (what a user does before ``--resume``)."""
+        self._mount(["-o", f"remount,size={size}", str(folder)])
+
+    def _mount(self, args: list[str]) -> None:
+        done = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"mounting a small filesystem needs root: {done.stderr.strip()}")
+
+    def unmount_all(self) -> None:
+        for folder in self.mounted:
+            subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disks() -> Iterator[SmallDisks]:
+    disks = SmallDisks()
+    yield disks
+    disks.unmount_all()

@@ -215,8 +215,11 @@ def test_a_search_over_frontends_and_functionals_shows_the_baseline_beside_it(
     """The representation as a decision, with the functionals family, end to end: `automl
     baseline`, then a search whose two children read MFCC functionals and MFCC frames;
     each child records its own frontend, `evaluate` retrains it on that one, and the
-    search, `compare` and `evaluate` each name the experiment's baseline."""
-    root = write_compare(tmp_path / "corpus", per_class={"low": 6, "high": 6})
+    search, `compare` and `evaluate` each name the experiment's baseline. The classes'
+    labels hold what MLflow's metric keys may not (brackets, commas, an emoji, a slash):
+    every command still ends with its results."""
+    labels = {"low": "low (quiet), ok", "high": "high/🙂 loud"}
+    root = write_compare(tmp_path / "corpus", per_class={"low": 6, "high": 6}, named=labels)
     space = tmp_path / "space.yaml"
     space.write_text(FRONTEND_SPACE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -242,9 +245,18 @@ def test_a_search_over_frontends_and_functionals_shows_the_baseline_beside_it(
                  "--plots", str(tmp_path / "plots")]) == 0  # fmt: skip
     assert "baseline (mfcc-functionals + SVM)" in capsys.readouterr().out
     for t in trials:
-        argv = ["evaluate", "--run-id", t["mlflow_run_id"], "--seeds", "1",
-                "--tracking-uri", uri, "--out", str(tmp_path / "evaluation")]  # fmt: skip
+        argv = ["evaluate", "--run-id", t["mlflow_run_id"], "--seeds", "1", "--tracking-uri",
+                uri, "--out", str(tmp_path / "evaluation"),
+                "--json", str(tmp_path / "ev.json")]  # fmt: skip
         assert main(argv) == 0
         evaluated = capsys.readouterr().out
         assert "beside it: baseline (mfcc-functionals + SVM)" in evaluated
         assert "epoch " in evaluated and "onecycle schedule" in evaluated
+        result = json.loads((tmp_path / "ev.json").read_text())
+        assert set(result["per_class_recall"]) == set(labels.values())
+        assert 0.0 <= result["test_uar_mean"] <= 1.0
+        evaluation = MlflowClient(uri).get_run(result["evaluation_run_id"])
+        assert evaluation.info.status == "FINISHED"
+        assert sum(k.startswith("recall/") for k in evaluation.data.metrics) == 2
+    rows = (tmp_path / "evaluation" / "predictions.csv").read_text(encoding="utf-8")
+    assert '"low (quiet), ok"' in rows or "high/🙂 loud" in rows  # quoted where it must be

@@ -296,6 +296,33 @@ def test_rl_train_gives_up_waiting_for_a_node_after_max_wait(tmp_path, monkeypat
     assert parent.info.status == "KILLED"
 
 
+def test_a_full_disk_ends_rl_train_in_one_line_and_resume_finishes_it(
+    tmp_path, monkeypatch, capsys, small_disks
+):
+    """Checkpoints on a disk that fills up: exit 2 with one line naming the file, the parent
+    KILLED and the summary written; once there is room, ``--resume`` finishes the seed."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    disk = small_disks.mount(tmp_path / "checkpoints", "4k")
+    small = ("learning_starts=200", "eval_every=300", "eval_episodes=2", "hidden=[16]")
+    argv = ["train", "--env", "CartPole-v1", "--steps", "600", "--checkpoint-dir", str(disk),
+            *(x for s in small for x in ("--set", s)), "--json", "out.json"]  # fmt: skip
+    assert rl_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rl: error: a seed could not write"), err
+    assert "No space left on device" in err[0] and str(disk) in err[0], err
+    summary = json.loads((tmp_path / "out.json").read_text())
+    client = MlflowClient(summary["tracking_uri"])
+    assert client.get_run(summary["parent_run_id"]).info.status == "KILLED"
+
+    small_disks.grow(disk)
+    assert rl_main([*argv, "--resume"]) == 0
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert [s["status"] for s in summary["seeds"]] == ["done"]
+    assert (disk / "seed-0" / "best.pt").is_file()
+
+
 def test_a_failing_seed_is_recorded_as_failed_and_the_others_finish(tmp_path, monkeypatch):
     """The same trial wrapper as a search's children: the failure is a FAILED run with its
     error, the other seed finishes, the command says so with exit code 1."""

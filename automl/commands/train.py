@@ -9,7 +9,7 @@ from pathlib import Path
 from automl.child.trainer import TrainConfig
 from automl.data.prepare import DataOptions
 from runtime.cli import add_options, from_args, read_json_file
-from runtime.files import atomic_write, check_writable, write_json
+from runtime.files import check_writable, write_json, write_torch
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from automl.child import normalize
     from automl.child.trainer import train_child
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     result = train_child(arch, dataset, config)
     summary = {**result.to_json(), "data": dataset.name, "seed": config.seed}
     if args.save_model:
-        atomic_write(args.save_model, lambda handle: torch.save(result.state_dict, handle))
+        write_torch(args.save_model, result.state_dict)
     if args.json:
         write_json(args.json, summary)
     print(

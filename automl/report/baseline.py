@@ -113,7 +113,8 @@ def log_run(
     metrics["dev_uar"] = result.devel_best
     if result.test_uar is not None:
         metrics["test_uar"] = result.test_uar
-        metrics.update({f"recall/{c}": r for c, r in result.per_class_recall.items()})
+        recalls = result.per_class_recall.items()
+        metrics.update({tracking.metric_key("recall", c): r for c, r in recalls})
     params = {"features": result.features, "complexity": result.complexity, "data": data}
     tracking.log_values(uri, run_id, params, metrics)
     for path in files.values():

@@ -40,6 +40,7 @@ from automl.data.dataset import Dataset, Features, Split
 from automl.search.ledger import SearchLoop
 from automl.search.placement import ChildResources
 from runtime import tracking
+from runtime.files import OutOfSpace, out_of_space, out_of_space_line
 from runtime.tags import ARCH_SHORT_TAG, ARCHITECTURE_TAG, DEVICE_TAG, FRONTEND_TAG, ROLE_TAG
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 from runtime.tune_grid import Waiting
@@ -121,8 +122,17 @@ class LoopSearcher(TuneSearcher):
         self.stop_at = stop_at  # when the deadline's stopper stops children still running
         self.trials: dict[str, int] = {}
         self.last: dict[str, dict[str, Any]] = {}  # latest intermediate result per trial
+        # why the search stops at once (a child found the disk full, or the driver's own
+        # update failed): raised when Tune returns, which would log it and go on otherwise
+        self.halt: Exception | None = None
+
+    def stop_all(self) -> bool:
+        """For the stopper that ends the search when it must halt."""
+        return self.halt is not None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.halt is not None:
+            return TuneSearcher.FINISHED
         record = self.loop.next_child()
         self._changed()
         if record is None:
@@ -147,6 +157,11 @@ class LoopSearcher(TuneSearcher):
             self.loop.child_failed(
                 trial, "the worker process died (retries exhausted)", seconds, run_id
             )
+        elif result.get(FAILED) and out_of_space(result[ERROR]):
+            # not the child's failure: it stays running in the ledger, and the resumed
+            # search trains it again
+            line = out_of_space_line(result[ERROR])
+            self.halt = self.halt or OutOfSpace(f"a child could not write its results: {line}")
         elif result.get(FAILED):
             self.loop.child_failed(trial, result[ERROR], seconds, run_id)
         elif result.get(FINISHED):
@@ -155,8 +170,9 @@ class LoopSearcher(TuneSearcher):
                 trial, float(result[METRIC]), seconds, run_id, result.get("note"), **costs,
                 epochs=result["epoch"],
             )  # fmt: skip
-        else:
+        elif self.halt is None:
             self._stopped(trial, result, seconds)
+        # else: stopped because the search halts; the resumed search trains it again
         self._changed()
 
     def _stopped(self, trial: int, result: dict[str, Any], seconds: float) -> None:
@@ -197,8 +213,12 @@ class LoopSearcher(TuneSearcher):
         return {**self.__dict__, "loop": None, "on_change": None}
 
     def _changed(self) -> None:
-        if self.on_change is not None:
+        if self.on_change is None:
+            return
+        try:
             self.on_change()
+        except Exception as exc:  # the state or the parent run not written: halt, say why
+            self.halt = self.halt or exc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,7 +257,7 @@ def run_on_ray(loop: SearchLoop, features: Features, options: RayOptions) -> Non
             on_change()
 
     waiting = Waiting(o.max_wait, count_waiting)
-    stoppers = [waiting, *([_Deadline(stop_at)] if stop_at else [])]
+    stoppers = [waiting, _Halt(searcher), *([_Deadline(stop_at)] if stop_at else [])]
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -260,6 +280,8 @@ def run_on_ray(loop: SearchLoop, features: Features, options: RayOptions) -> Non
     tuner.fit()
     if waiting.gave_up:
         raise waiting.give_up_message(resources, "children", "search")
+    if searcher.halt is not None:  # the runs of the children stopped: closed by run_job
+        raise searcher.halt
     if searcher.trials and not (stop_at and time.time() >= stop_at):
         # Tune returns with children still running only when it caught SIGINT: they were
         # interrupted, not stopped; their runs are closed and --resume trains them again.
@@ -324,6 +346,20 @@ class EarlyStop:
         if self.rule == "median":
             return MedianStoppingRule(**common, grace_period=self.grace, min_samples_required=3)
         return FIFOScheduler()
+
+
+class _Halt(Stopper):
+    """Stops every child at once when the search halts (a child found the disk full: the
+    next would too)."""
+
+    def __init__(self, searcher: LoopSearcher) -> None:
+        self.searcher = searcher
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.searcher.stop_all()
+
+    def stop_all(self) -> bool:
+        return self.searcher.stop_all()
 
 
 class _Deadline(Stopper):

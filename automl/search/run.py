@@ -104,10 +104,16 @@ def run_search(
 
         def close(job: Job) -> tuple[dict[str, Any], dict[str, str]]:
             finished, loop.interrupted = job.status == "FINISHED", job.status == "KILLED"
-            _save_state(config, loop, job.parent, dataset, time.time() - start, finished)
+            unsaved = None
+            try:
+                _save_state(config, loop, job.parent, dataset, time.time() - start, finished)
+            except OSError as exc:  # a full disk: the summary may still fit (elsewhere)
+                unsaved = exc
             summary = make_summary(config, loop, job.parent, time.time() - start, **outcome)
             if json_path:
                 write_json(json_path, summary)
+            if unsaved is not None:
+                raise unsaved
             outcome["summary"] = summary
             files = {"summary.json": summary, "searcher_state.pt": searcher.state_dict()}
             return files, {ENDED_TAG: loop.ended}
@@ -131,6 +137,7 @@ def run_search(
             def save_state() -> None:
                 _save_state(config, loop, parent, dataset, time.time() - start)
 
+            save_state()  # resumable from here, even if no child's result is ever saved
             on_change = _on_change(loop, parent, save_state, on_progress)
             context = _trial_context(config, faults, dataset, parent)
             options = _ray_options(config, resources, early_stop, context, on_change, loop.deadline)

@@ -11,12 +11,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from automl.search.ledger import RUNNING
 from runtime import tracking
 from runtime.errors import UserError
-from runtime.files import atomic_write, read_torch_file
+from runtime.files import read_torch_file, write_torch
 from runtime.tags import ENDED_TAG
 
 STATE_FILE = "search_state.pt"
@@ -42,7 +40,7 @@ class SearchState:
             raise UserError(f"{before}{path} is not a search's state ({exc}){after}") from None
 
     def save(self, path: Path) -> None:
-        atomic_write(path, lambda handle: torch.save(asdict(self), handle))
+        write_torch(path, asdict(self))
 
     @property
     def parent(self) -> tracking.ParentRun:

@@ -23,7 +23,7 @@ from torch import nn
 
 from runtime import tracking
 from runtime.errors import UserError
-from runtime.files import read_torch_file
+from runtime.files import read_torch_file, write_torch
 from runtime.tags import MODEL_URI_TAG, RUN_NAME_TAG
 
 META_FILE, WEIGHTS_FILE = "meta.json", "weights.pt"
@@ -184,7 +184,7 @@ def build_scorer(meta: ModelMeta, weights: dict[str, torch.Tensor]) -> Scorer:
 def write(folder: Path, meta: ModelMeta, weights: dict[str, torch.Tensor]) -> dict[str, str]:
     """The two files in ``folder``; returns them by their MLflow artifact keys."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(weights, folder / WEIGHTS_FILE)
+    write_torch(folder / WEIGHTS_FILE, weights)
     (folder / META_FILE).write_text(meta.to_json())
     return {"weights": str(folder / WEIGHTS_FILE), "meta": str(folder / META_FILE)}
 
