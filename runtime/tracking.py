@@ -98,8 +98,8 @@ def check_reachable(uri: str) -> None:
 
 def _check_sqlite_store(uri: str, path: Path) -> None:
     """A SQLite file is MLflow's store, or new (missing, or empty): a folder, a file that
-    is not SQLite, or another application's database (MLflow would add its ~50 tables to
-    it, silently) is refused. MLflow upgrades an older store of its own by itself."""
+    is not SQLite, another application's database (MLflow would add its ~50 tables to it,
+    silently) or a store of another MLflow version is refused."""
     import sqlite3
 
     if path.is_dir():
@@ -117,6 +117,28 @@ def _check_sqlite_store(uri: str, path: Path) -> None:
             f"tracking URI {uri}: {path} is another application's database (tables {shown}), "
             "not an MLflow store; name a new file"
         )
+    if tables:
+        _check_schema(uri, path)
+
+
+def _check_schema(uri: str, path: Path) -> None:
+    """MLflow opens a store only at the schema version it writes; another version's store
+    fails on first use with a paragraph and a traceback: said here in a line, with the fix."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client(uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        versions = re.search(r"found version (\w+), but expected (\w+)", str(exc))
+        if versions is None:
+            raise
+        raise UserError(
+            f"tracking URI {uri}: {path} is a store of another MLflow version (schema "
+            f"{versions[1]}; MLflow {mlflow.__version__} here reads {versions[2]}): if an older "
+            f"MLflow wrote it, back it up and run `mlflow db upgrade {uri}`; if a newer one, "
+            "use that version; or name a new file"
+        ) from None
 
 
 def _check_artifact_store(uri: str, answer: bytes) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -326,13 +328,16 @@ def test_search_user_errors_exit_2_before_training(tmp_path, capsys, monkeypatch
         ("another-app", "is another application's database (tables orders, users)"),
         ("folder", "is a folder; name a database file in it"),
         ("random-bytes", "is not a SQLite database"),
+        ("old-schema", "is a store of another MLflow version (schema 0a8213491aaa; MLflow"),
     ],
 )
 def test_a_tracking_uri_that_is_not_an_mlflow_store_is_refused_untouched(
     tmp_path, capsys, store, message
 ):
     """MLflow would add its tables to any SQLite file it is handed: a file that is not its
-    store (or a folder) is refused in one line before anything starts, and left as it was."""
+    store (or a folder) is refused in one line before anything starts, and left as it was;
+    so is a store of another MLflow version (MLflow's own refusal is a paragraph and a
+    traceback), with how to upgrade it."""
     import sqlite3
 
     path = tmp_path / "store.db"
@@ -342,6 +347,11 @@ def test_a_tracking_uri_that_is_not_an_mlflow_store_is_refused_untouched(
             db.execute("create table orders (id integer)")
     elif store == "folder":
         path.mkdir()
+    elif store == "old-schema":  # a store an older MLflow wrote: an older schema's version
+        made = f"import mlflow; mlflow.MlflowClient('sqlite:///{path}').search_runs(['0'])"
+        subprocess.run([sys.executable, "-c", made], check=True, capture_output=True)
+        with sqlite3.connect(path) as db:
+            db.execute("update alembic_version set version_num = '0a8213491aaa'")
     else:
         path.write_bytes(os.urandom(4096))
     before = None if path.is_dir() else path.read_bytes()
