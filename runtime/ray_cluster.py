@@ -16,8 +16,9 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
+from runtime import ray_reaper
 from runtime.errors import UserError
 
 #: Ray's switch for multi-node clusters; off, a local Ray binds to loopback only (Ray's
@@ -162,10 +163,11 @@ def ray_session(
     if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
         # Ray's own handler exits at once; the command's stops the job like Ctrl-C does.
         signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield context.dashboard_url or None
-    finally:
-        ray.shutdown()
+    with ray_reaper.watch() if address is None else nullcontext():  # a local Ray ends with us
+        try:
+            yield context.dashboard_url or None
+        finally:
+            ray.shutdown()
 
 
 class _JoinTimedOut(Exception):

@@ -118,7 +118,8 @@ def test_unknown_fault_kind_is_a_user_error(tmp_path, monkeypatch, capsys):
 
 
 def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
-    """SIGKILL a real `automl search` part-way, then `--resume` it to the full budget."""
+    """SIGKILL a real `automl search` part-way: no process of its Ray outlives it; then
+    `--resume` it to the full budget."""
     args = _args(
         tmp_path, 6, "--searcher", "reinforce", "--space", str(tmp_path / "space.yaml"), epochs=6
     )
@@ -142,8 +143,15 @@ def test_killed_search_resumes_without_losing_or_retraining_children(tmp_path):
             f"the search ended before it could be killed:\n{log.read_text()}"
         )
         time.sleep(0.2)
+    below = _process_tree(proc.pid)  # its Ray: head processes, agents, workers
+    assert len(below) >= 4, below
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 15  # none outlives it (Ray's agents would, for good)
+    while (left := below & _process_tree(1)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not left, subprocess.run(["ps", "-o", "pid,ppid,cmd", "-p", ",".join(map(str, left))],
+                                    capture_output=True, text=True).stdout  # fmt: skip
     before = torch.load(state_file, weights_only=True)
     kept = {r["trial"]: r for r in before["records"]}
     assert 2 <= len(kept) < 6
@@ -287,6 +295,20 @@ def test_ctrl_c_on_rl_train_marks_it_interrupted_and_resume_finishes_it(
     assert [s["status"] for s in after["seeds"]] == ["done", "done"]
     assert all(s["steps"] == 5000 for s in after["seeds"])
     assert client.get_run(after["parent_run_id"]).info.status == "FINISHED"
+
+
+def _process_tree(pid: int) -> set[int]:
+    """The processes below ``pid`` (1: every process), as ``ps`` lists them."""
+    listed = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
+    children: dict[int, list[int]] = {}
+    for line in listed.stdout.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), list(children.get(pid, []))
+    while todo:
+        found.add(child := todo.pop())
+        todo += children.get(child, [])
+    return found
 
 
 def _a_child_is_training(db: Path, role: str = "child") -> bool:
