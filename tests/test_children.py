@@ -43,7 +43,7 @@ def test_hyperparameters_beside_or_inside_and_zero_unit_layers_dropped():
         ({"family": "transformer"}, "family"),
         ({"family": "rnn", "layers": [{"units": 8}], "subsample": 0}, "subsample"),
         ({"family": "mlp", "layers": [{"units": 8}], "blocks": []}, "unknown field"),
-        ({"family": "rnn", "layers": []}, "layers"),
+        ({"family": "rnn"}, "layers"),  # [] is a model of the pooled features
         ({"family": "rnn", "layers": [{"units": -1}]}, r"layers\[0\].units"),
         (
             {"family": "rnn", "layers": [{"units": 8, "activation": "gelu"}]},
@@ -109,7 +109,16 @@ ARCHS = [
         ],
         "dense": [8],
     },
+    {"family": "cnn", "blocks": [{"filters": 0}], "dense": [8]},
 ]
+
+
+@pytest.mark.parametrize("raw", ARCHS, ids=lambda a: a["family"] + str(len(str(a))))
+def test_a_normalised_architecture_normalises_to_itself(raw):
+    """What a search records of a child is checked again where it trains (and by
+    evaluate, export): a stack whose every layer or block has width 0 included."""
+    once = normalize(raw)
+    assert normalize(once) == once
 
 
 @pytest.mark.parametrize("raw", ARCHS, ids=lambda a: a["family"] + str(len(str(a))))

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,45 @@ def test_a_driver_without_the_clusters_token_is_told_how_to_set_it(tmp_path, clu
         line = _one_line_error(done)
         assert f"--address {cluster.address}" in line and "set RAY_AUTH_TOKEN" in line, line
         assert time.time() - started < 60
+
+
+# What a cluster says of itself (its GCS's CLUSTER_METADATA, which Ray's own join checks),
+# read or rewritten from a process of its own: ``python -c ... ADDRESS [JSON]``.
+METADATA = """
+import sys
+from ray._raylet import GcsClient
+gcs = GcsClient(address=sys.argv[1])
+if len(sys.argv) > 2:
+    gcs.internal_kv_put(b"CLUSTER_METADATA", sys.argv[2].encode(), True, namespace=b"cluster")
+else:
+    print(gcs.internal_kv_get(b"CLUSTER_METADATA", namespace=b"cluster").decode())
+"""
+
+
+def _metadata(address: str, value: str | None = None) -> str:
+    command = [sys.executable, "-c", METADATA, address, *([value] if value else [])]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_a_cluster_of_another_ray_version_is_named_before_the_join(tmp_path, cluster):
+    """A cluster that reports another Ray (what a head node of Ray 2.59 writes in its
+    GCS): one line naming both versions and what to run, before any join."""
+    original = _metadata(cluster.address)
+    older = {**json.loads(original), "ray_version": "2.59.0"}
+    _metadata(cluster.address, json.dumps(older))
+    try:
+        done = _driver(
+            ["rl.cli", "train", "--env", "CartPole-v1", "--address", cluster.address,
+             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+            tmp_path,
+        )  # fmt: skip
+    finally:
+        _metadata(cluster.address, original)
+    line = _one_line_error(done)
+    assert f"the cluster runs Ray 2.59.0, this driver {version('ray')}" in line, line
+    assert "run the command with Ray 2.59.0" in line
 
 
 def test_a_join_with_no_answer_ends_at_the_join_timeout(tmp_path):

@@ -134,11 +134,13 @@ def _rnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _layers(raw: Mapping[str, Any], where: str, allow_none: bool) -> list[dict[str, Any]]:
-    """``{units, activation}`` layers; 0 units: the layer is absent. An MLP may have none
-    (``layers: []``, a linear model); a recurrent stack lists at least one, maybe of 0."""
+    """``{units, activation}`` layers; 0 units: the layer is absent. An MLP may leave them
+    out (a linear model); a recurrent stack lists them, and may have none left (``[]``, or
+    every layer of 0 units: a model of the pooled features, which is what normalising
+    such a stack writes, so its output normalises again)."""
     layers_raw = raw.get("layers", [] if allow_none else None)
-    if not isinstance(layers_raw, list) or not (layers_raw or allow_none):
-        raise UserError(f"{where}.layers: expected a non-empty list of {{units, activation}}")
+    if not isinstance(layers_raw, list):
+        raise UserError(f"{where}.layers: expected a list of {{units, activation}}")
     if len(layers_raw) > MAX_RNN_LAYERS:
         raise UserError(f"{where}.layers: at most {MAX_RNN_LAYERS} layers, got {len(layers_raw)}")
     layers = []
@@ -154,8 +156,8 @@ def _layers(raw: Mapping[str, Any], where: str, allow_none: bool) -> list[dict[s
 
 def _cnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     blocks_raw = raw.get("blocks")
-    if not isinstance(blocks_raw, list) or not blocks_raw:
-        raise UserError(f"{where}.blocks: expected a non-empty list of conv blocks")
+    if not isinstance(blocks_raw, list):  # none left (every block of 0 filters): pooled features
+        raise UserError(f"{where}.blocks: expected a list of conv blocks")
     blocks = []
     for i, block in enumerate(blocks_raw):
         at = f"{where}.blocks[{i}]"
