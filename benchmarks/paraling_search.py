@@ -132,6 +132,8 @@ def search_and_evaluate(
     return {
         **children_counts(summary, n_classes),
         "best_dev_uar": summary["best"]["dev_uar"] if summary["best"] else None,
+        # over its seeds, when the search confirmed its leaders (an older checkout did not)
+        "best_dev_uar_mean": (summary["best"] or {}).get("dev_uar_mean"),
         "best": summary["best"]["architecture"] if summary["best"] else None,
         "test_uar": evaluation["test_uar_mean"],
         "test_uar_std": evaluation["test_uar_std"],
@@ -148,12 +150,16 @@ def children_counts(summary: dict, n_classes: int) -> dict:
     client = MlflowClient(summary["tracking_uri"])
     chance = 1 / n_classes + CHANCE_MARGIN
     grace = max(1, summary["epochs"] // 4) if summary.get("epochs") else 1
-    trials = [t for t in summary["trials"] if t.get("duplicate_of") is None]
+    trials = [  # the searcher's children: not duplicates, not a leader's second seed
+        t for t in summary["trials"] if t.get("duplicate_of") is None and t.get("confirms") is None
+    ]
     failed = [t for t in trials if t["status"] == "failed"]
     at_chance = 0
     runs = client.search_runs([summary["experiment_id"]],
                               f"tags.`{PARENT_TAG}` = '{summary['parent_run_id']}'")  # fmt: skip
     for run in runs:
+        if run.data.tags.get("automl.role") != "child":
+            continue
         history = client.get_metric_history(run.info.run_id, "epoch_dev_uar")
         early = [m.value for m in history if m.step <= grace]
         if early and max(early) < chance:
@@ -165,6 +171,7 @@ def children_counts(summary: dict, n_classes: int) -> dict:
         "retried": sum(bool(t.get("note")) for t in trials),
         "at_chance_first_rung": at_chance,
         "children_per_hour": len(trials) / max(summary["wall_seconds"], 1) * 3600,
+        "confirmed": summary.get("confirmed", []),
     }
 
 

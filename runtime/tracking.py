@@ -438,6 +438,15 @@ def log_parent_metrics(
     retry(lambda: client(parent.uri).log_batch(parent.parent_run_id, metrics=batch, tags=labels))
 
 
+def log_run_metrics(uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Metrics on a run, open or closed (what a job learns of a trial after it ended)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    retry(lambda: client(uri).log_batch(run_id, metrics=batch))
+
+
 def finish_parent(
     parent: ParentRun,
     files: dict[str, Any] | None = None,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from automl.search.ledger import CACHED, DONE, FAILED, STOPPED, SearchLoop
+from automl.search.ledger import CACHED, DONE, FAILED, STOPPED, Confirmation, SearchLoop
 from automl.search.objective import Objective
 from automl.search.searchers import SEARCHERS, make_searcher
 from automl.search.sequential import DEADLINE_REASON, run_sequential
@@ -205,6 +205,107 @@ def test_the_best_child_is_the_finished_one_with_the_highest_objective():
     for r in done:
         assert r.reward == pytest.approx(objective.reward(r.dev_uar, {"n_params": r.n_params}))
         assert r.epochs == 5
+
+
+def test_the_leaders_are_retrained_on_another_seed_and_the_best_has_the_best_mean():
+    """Child 0 draws a lucky seed (0.95; 0.2 on its second), the others score 0.5 + 0.01 per
+    trial: both leaders are confirmed after the budget, not told to the searcher nor
+    counted, and the best is the later leader (one figure each), not the lucky one."""
+    loop = hparam_loop(budget=10, confirmation=Confirmation(leaders=2))
+
+    def evaluate(trial: int, arch: dict[str, Any]) -> float:
+        leader = loop.by_trial[trial].confirms
+        if leader is not None:
+            return 0.2 if leader == 0 else 0.5 + 0.01 * leader
+        return 0.95 if trial == 0 else 0.5 + 0.01 * trial
+
+    run_sequential(loop, evaluate)
+    searched = loop.searched
+    second = max(r.trial for r in searched if r.trial != 0 and r.status == DONE)
+    confirmations = loop.confirmations
+    assert loop.trained == 10 and loop.searcher.n_told == 10 + loop.cached
+    assert [r.confirms for r in confirmations] == [0, second]
+    assert min(r.trial for r in confirmations) > max(r.trial for r in searched)
+    for again in confirmations:
+        leader = loop.by_trial[again.confirms]
+        assert again.architecture == leader.architecture and again.key != leader.key
+        assert again.status == DONE
+    assert loop.best().trial == second
+    assert loop.mean_dev_uar(loop.by_trial[0]) == pytest.approx((0.95 + 0.2) / 2)
+    assert len(loop.seeds_of(loop.by_trial[0])) == 2 and loop.ended == "trials"
+
+    restored = hparam_loop(budget=10, confirmation=Confirmation(leaders=2))
+    restored.restore(loop.export())
+    assert restored.best().trial == second and restored.next_child() is None
+
+
+def test_a_leader_is_confirmed_while_others_train_and_a_later_leader_too():
+    """The budget handed out, one child still training: the leader so far is confirmed at
+    once (no worker idles), the loop says more may come, and a child that ends as the new
+    leader is confirmed as well. Once a confirmation finished, the best is a confirmed
+    child: one looked at once is as optimistic as the leader was before its second seed."""
+    loop = hparam_loop(budget=3, confirmation=Confirmation(leaders=1))
+    a, b, c = (loop.next_child() for _ in range(3))
+    loop.child_finished(a.trial, 0.6, 1.0)
+    loop.child_finished(b.trial, 0.5, 1.0)
+    first = loop.next_child()
+    assert first.confirms == a.trial and loop.more_to_come
+    assert loop.next_child() is None and loop.more_to_come  # c may still lead
+    loop.child_finished(first.trial, 0.4, 1.0)
+    loop.child_finished(c.trial, 0.55, 1.0)
+    assert loop.best().trial == a.trial and loop.mean_dev_uar(a) == pytest.approx(0.5)
+    assert loop.next_child() is None and not loop.more_to_come  # a still leads by one seed
+
+    loop = hparam_loop(budget=3, confirmation=Confirmation(leaders=1))
+    a, b, c = (loop.next_child() for _ in range(3))
+    loop.child_finished(a.trial, 0.6, 1.0)
+    assert loop.next_child().confirms == a.trial
+    loop.child_finished(c.trial, 0.7, 1.0)
+    later = loop.next_child()
+    assert later.confirms == c.trial and loop.more_to_come  # b still trains
+
+
+def test_a_confirmation_is_not_judged_by_the_early_stop_rule_and_one_cut_short_does_not_count():
+    """The rule stops the first five children after their first epoch but never a
+    confirmation; the deadline's stop cuts the second one short: its leader keeps one
+    figure, and the best is the leader confirmed, although its mean fell below that one."""
+    clock = FakeClock(0.0)
+    loop = hparam_loop(budget=10, confirmation=Confirmation(leaders=2), deadline=1000.0,
+                       clock=clock)  # fmt: skip
+
+    def evaluate(trial: int, arch: dict[str, Any]):
+        for epoch in range(1, 4):
+            clock.advance(1.0 if trial < 11 else 500.0)  # the second confirmation is slow
+            yield 0.1 * epoch + (0.01 * trial if trial < 10 else -0.2)  # the leaders' fall
+
+    def first_epoch_only(trial: int, epoch: int, best: float) -> bool:
+        return epoch >= 1 and trial < 5  # the first five stop; 5-9 finish
+
+    run_sequential(loop, evaluate, stop_at=1100.0, early_stop=first_epoch_only)
+    fast, slow = loop.confirmations
+    assert (fast.status, fast.epochs) == (DONE, 3)
+    assert (slow.status, slow.error) == (STOPPED, DEADLINE_REASON)
+    leader, second = (loop.by_trial[r.confirms] for r in (fast, slow))
+    assert len(loop.seeds_of(leader)) == 2 and len(loop.seeds_of(second)) == 1
+    assert loop.mean_reward(leader) < loop.mean_reward(second)  # 0.245 against one 0.38
+    assert loop.best() is leader
+
+
+def test_the_time_budget_leaves_the_confirmations_their_share():
+    """Children of 10 s, 100 s, two leaders one at a time: the searcher's children start
+    until 80 s, the confirmations at 80 and 90 s, none at 100 s."""
+    clock = FakeClock(0.0)
+    loop = hparam_loop(budget=100, deadline=100.0, clock=clock,
+                       confirmation=Confirmation(leaders=2))  # fmt: skip
+
+    def evaluate(trial: int, arch: dict[str, Any]) -> float:
+        clock.advance(10.0)
+        return toy_uar(arch)
+
+    run_sequential(loop, evaluate)
+    assert loop.trained == 8 and len(loop.confirmations) == 2
+    assert [r.started for r in loop.confirmations] == [80.0, 90.0]
+    assert loop.ended == "time budget" and all(r.status in (DONE, CACHED) for r in loop.records)
 
 
 class CallLog(SearchLoop):

@@ -512,18 +512,23 @@ def test_a_state_saved_before_reruns_were_guarded_is_read_by_what_it_holds(
     assert code == 2 and "holds an interrupted search (1 of 1 children" in err
 
 
-def test_asha_stops_hopeless_children_and_the_objective_trades_off_parameters(tmp_path, local_ray):
+def test_asha_stops_hopeless_children_the_objective_trades_off_and_the_leader_is_confirmed(
+    tmp_path, local_ray
+):
     """One child at a time (so the rungs decide the same way every run): children behind
-    their rung stop after epoch 1, recorded as stopped, told to the searcher as partial."""
+    their rung stop after epoch 1, recorded as stopped, told to the searcher as partial.
+    Ten children: the leader (by the reward) is trained once more on seed 1, a run of its
+    own; the best child is the one with the best mean reward over its seeds."""
     code, summary = _digits_search(
         tmp_path,
-        *("--searcher", "random", "--trials", "8", "--epochs", "3", "--workers", "1"),
+        *("--searcher", "random", "--trials", "10", "--epochs", "3", "--workers", "1"),
         *("--early-stop", "asha", "--grace-epochs", "1"),
         *("--objective", "uar-params", "--target", "2000"),
     )
-    assert code == 0 and summary["trained"] == 8
-    stopped = [t for t in summary["trials"] if t["status"] == "stopped"]
-    done = [t for t in summary["trials"] if t["status"] == "done"]
+    assert code == 0 and summary["trained"] == 10
+    searched = [t for t in summary["trials"] if t["confirms"] is None]
+    stopped = [t for t in searched if t["status"] == "stopped"]
+    done = [t for t in searched if t["status"] == "done"]
     assert stopped and done
     client = MlflowClient(summary["tracking_uri"])
     for t in stopped:
@@ -536,14 +541,35 @@ def test_asha_stops_hopeless_children_and_the_objective_trades_off_parameters(tm
     for t in done:
         assert t["epochs"] == 3
         assert t["reward"] == pytest.approx(t["dev_uar"] * (t["n_params"] / 2000) ** -0.07)
-    assert summary["best"]["reward"] == max(t["reward"] for t in done)
+
+    leader = max(done, key=lambda t: t["reward"])
+    (again,) = [t for t in summary["trials"] if t["confirms"] is not None]
+    assert again["confirms"] == leader["trial"] and again["architecture"] == leader["architecture"]
+    assert again["status"] == "done" and again["epochs"] == 3  # no rung judged it
+    mean_uar = (leader["dev_uar"] + again["dev_uar"]) / 2
+    (confirmed,) = summary["confirmed"]
+    assert confirmed["trial"] == leader["trial"] and confirmed["seeds"] == 2
+    assert confirmed["dev_uar_mean"] == pytest.approx(mean_uar)
+    best = summary["best"]  # the confirmed leader: the others were looked at once
+    assert best["trial"] == leader["trial"] and best["seeds"] == 2
+    assert best["reward_mean"] == pytest.approx((leader["reward"] + again["reward"]) / 2)
+    run = client.get_run(again["mlflow_run_id"])
+    assert run.data.tags["automl.role"] == "confirmation"
+    assert run.data.tags["automl.confirms"] == leader["mlflow_run_id"]
+    assert run.data.tags["automl.seed"] == "1"
+    assert run.info.run_name == f"child-{leader['trial']:04d}-seed1"
+    metrics = client.get_run(leader["mlflow_run_id"]).data.metrics
+    assert metrics["seeds"] == 2 and metrics["dev_uar_mean"] == pytest.approx(mean_uar)
+    parent = client.get_run(summary["parent_run_id"]).data.tags
+    assert parent["automl.best_child_run_id"] == best["mlflow_run_id"]
+
     front = summary["pareto"]["n_params"]
     assert front and all(a["n_params"] < b["n_params"] for a, b in itertools.pairwise(front))
     state = torch.load(
         client.download_artifacts(summary["parent_run_id"], "searcher_state.pt", str(tmp_path)),
         weights_only=True,
     )
-    assert state["n_told"] == len(summary["trials"])
+    assert state["n_told"] == len(searched)  # the confirmation is not the searcher's
 
 
 def test_a_time_budget_ends_the_search_on_time_and_resume_extends_it(tmp_path, local_ray, capsys):

@@ -68,13 +68,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _table(experiment: str, n_searches: int, board: list[dict]) -> Table:
     table = Table(title=f"{experiment}: best children of {n_searches} searches")
-    for column in ("rank", "dev UAR", "architecture", "params", "latency ms", "searcher"):
+    columns = ("rank", "dev UAR", "seeds", "architecture", "params", "latency ms", "searcher")
+    for column in columns:
         table.add_column(column, no_wrap=column != "architecture")  # numbers stay whole
     table.add_column("MLflow run", no_wrap=True, min_width=32)  # whole: what --run-id takes
     for rank, row in enumerate(board, start=1):
         latency = f"{row['latency_ms']:.2f}" if row["latency_ms"] is not None else ""
         table.add_row(
-            str(rank), f"{row['dev_uar']:.4f}", row["architecture"], str(row["n_params"] or ""),
+            str(rank), f"{row['dev_uar_mean']:.4f}", str(row["seeds"]), row["architecture"],
+            str(row["n_params"] or ""),
             latency, row["searcher"], row["run_id"],
         )  # fmt: skip
     return table

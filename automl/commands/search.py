@@ -58,12 +58,15 @@ def run(args: argparse.Namespace) -> int:
     for t in summary["trials"]:
         if t.get("note"):
             console.print(f"child {t['trial']}: {t['note']}", soft_wrap=True)
+    _print_confirmed(console, summary)
     best = summary["best"]
     if best:
-        reward = f"best reward {best['reward']:.4f}, " if summary["objective"] != "uar" else "best "
+        traded = summary["objective"] != "uar"
+        reward = f"best reward {best['reward_mean']:.4f}, " if traded else "best "
+        over = f" (mean of {best['seeds']} seeds)" if best["seeds"] > 1 else ""
         console.print(
-            f"{reward}dev UAR {best['dev_uar']:.4f}: {describe(best['architecture'])} "
-            f"(MLflow run {best['mlflow_run_id']})"
+            f"{reward}dev UAR {best['dev_uar_mean']:.4f}{over}: "
+            f"{describe(best['architecture'])} (MLflow run {best['mlflow_run_id']})"
         )
     command = mlflow_ui.serve_command(summary["tracking_uri"])
     if command:
@@ -74,6 +77,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_confirmed(console: Console, summary: dict[str, Any]) -> None:
+    """What the leaders' second seeds said (the best is chosen by their mean)."""
+    if not summary["confirmed"]:
+        return
+    leaders = ", ".join(
+        f"child {c['trial']} {c['dev_uar']:.4f} -> "
+        + (f"{c['dev_uar_mean']:.4f}" if c["seeds"] > 1 else "not finished")
+        for c in summary["confirmed"]
+    )
+    console.print(
+        f"confirmed on a second seed (dev UAR, then its mean over its seeds): {leaders}",
+        soft_wrap=True,
+    )
+
+
 def _print_baselines(console: Console, summary: dict[str, Any]) -> None:
     """The experiment's challenge baselines (``automl baseline``), beside the best child."""
     from automl.report import baseline
@@ -82,7 +100,7 @@ def _print_baselines(console: Console, summary: dict[str, Any]) -> None:
     for found in baseline.latest(summary["tracking_uri"], summary["experiment_id"]):
         versus = ""
         if best:
-            delta = best["dev_uar"] - found.dev_uar
+            delta = best["dev_uar_mean"] - found.dev_uar
             versus = f"; the best child is {delta:+.4f} on dev"
         console.print(f"{found.describe()}{versus}", soft_wrap=True)
 
@@ -111,7 +129,8 @@ class ProgressLine:
         status = f"running {loop.running - loop.unplaced}"
         status += f"  waiting {loop.unplaced} for a free worker" if loop.unplaced else ""
         status += f"  cached {loop.cached}" if loop.cached else ""
-        status += f"  best UAR {best.dev_uar:.4f}" if best else ""
+        status += f"  best UAR {loop.mean_dev_uar(best):.4f}" if best else ""
+        status += f"  confirming {len(loop.confirmations)}" if loop.confirmations else ""
         self.bar.update(self.task, completed=loop.completed, status=status)
 
     def __exit__(self, *exc: object) -> None:
@@ -133,19 +152,26 @@ def leaderboard_table(summary: dict[str, Any], top: int = 10) -> Table:
         f"{summary['wall_seconds']:.0f} s{ended.get(summary['ended'], '')})"
     )
     traded = summary["objective"] != "uar"  # ranked by the reward, shown beside the UAR
-    columns = ["rank", "trial", *(["reward"] if traded else []), "dev UAR", "architecture"]
+    # a leader's mean over its seeds, once its confirmation finished
+    seeded = {c["trial"]: c for c in summary["confirmed"] if c["seeds"] > 1}
+    columns = ["rank", "trial", *(["reward"] if traded else []), "dev UAR", "seeds"]
+    columns.append("architecture")
     for column in (*columns, "params", "latency ms", "seconds"):
         table.add_column(column, no_wrap=column != "architecture")  # numbers stay whole
     table.add_column("MLflow run", no_wrap=True, min_width=32)  # whole: what --run-id takes
-    done = sorted(
-        (t for t in summary["trials"] if t["status"] == "done"), key=lambda t: -t["reward"]
-    )
+
+    def mean(t: dict[str, Any], key: str) -> float:
+        return seeded[t["trial"]][f"{key}_mean"] if t["trial"] in seeded else t[key]
+
+    done = [t for t in summary["trials"] if t["status"] == "done" and t["confirms"] is None]
+    done.sort(key=lambda t: (t["trial"] not in seeded, -mean(t, "reward")))  # as best() does
     for rank, t in enumerate(done[:top], start=1):
         table.add_row(
             str(rank),
             str(t["trial"]),
-            *([f"{t['reward']:.4f}"] if traded else []),
-            f"{t['dev_uar']:.4f}",
+            *([f"{mean(t, 'reward'):.4f}"] if traded else []),
+            f"{mean(t, 'dev_uar'):.4f}",
+            str(seeded[t["trial"]]["seeds"] if t["trial"] in seeded else 1),
             describe(t["architecture"]),
             str(t["n_params"]),
             f"{t['latency_ms']:.2f}" if t["latency_ms"] is not None else "",

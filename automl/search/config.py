@@ -44,7 +44,7 @@ class SearchConfig(DataOptions):
         "space and searcher": ("space", "searcher", "searcher_opt", "seed", "warm_start"),
         "budget, early stopping and objective": (
             "trials", "max_duplicates", "epochs", "time_budget", "early_stop", "grace_epochs",
-            "objective", "target",
+            "objective", "target", "confirm",
         ),
         "resources and cluster": (
             "workers", "cpus_per_trial", "gpus_per_trial", "trial_resources", "max_wait",
@@ -119,6 +119,17 @@ class SearchConfig(DataOptions):
         metadata=option(
             "the cost --objective trades against: milliseconds (uar-latency) or parameters",
             type=positive_float,
+        ),
+    )
+    confirm: int = field(
+        default=3,
+        metadata=option(
+            "before the best child is chosen, the K best are each trained once more on the "
+            "next seed, and the best is the one with the highest mean over its seeds (one dev "
+            "UAR favours lucky seeds); at most a tenth of --trials, 0 for none. Within "
+            "--time-budget: the searcher's children stop early enough to leave them time",
+            type=non_negative_int,
+            metavar="K",
         ),
     )
     workers: int = field(default=1, metadata=option("children trained at once", type=positive_int))
@@ -203,6 +214,11 @@ class SearchConfig(DataOptions):
         ),
     )
     json: str | None = field(default=None, metadata=option("write the summary here"))
+
+    @property
+    def leaders_confirmed(self) -> int:
+        """``--confirm``, at most a tenth of the children (a small search is not delayed)."""
+        return min(self.confirm, self.trials // 10)
 
     @property
     def folder(self) -> Path:

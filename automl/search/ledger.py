@@ -9,13 +9,24 @@ duplicates in a row end the search as converged rather than spinning. A ``deadli
 (the time budget) ends it too: no child starts after it. A child stopped early (by an
 early-stopping scheduler or the deadline) is told as a partial result. The reward is the
 search's :class:`~automl.search.objective.Objective` of the child's dev UAR and costs.
+
 It knows nothing of Ray or MLflow: :mod:`automl.search.ray_tune` drives it (and
 :mod:`automl.search.sequential`, in-process, one child at a time), and callbacks report
 searcher updates and progress to tracking and display.
+
+Before the search names its best child, its leaders are confirmed (:class:`Confirmation`):
+each is trained once more on another seed, and the best is the child with the highest mean
+reward over its seeds. One dev UAR per child is noisy, and the maximum of many noisy
+figures favours the child that drew a lucky seed (deep, unstable stacks most of all): the
+winner's curse, which a second seed of the few candidates corrects at the cost of a few
+children. Confirmations are not told to the searcher (they are not its proposals) and do
+not count against the budget, nor does an early-stopping rule judge them (they train to
+their end); one that fails or is cut by the deadline leaves its leader with one figure.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +58,7 @@ class TrialRecord:
     note: str | None = None  # what else the child went through (a retry after divergence)
     adopted: bool = False  # finished after the driver died; the searcher never saw it
     duplicate_of: int | None = None  # the trial that trained this child, when a duplicate
+    confirms: int | None = None  # the leader this retrains on another seed (a confirmation)
     started: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
@@ -54,6 +66,18 @@ class TrialRecord:
         out.pop("started")
         out.pop("proposal_id")
         return out
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The ``leaders`` best children (by reward) each trained once more, on the seed after
+    the search's, before the best is chosen. Under a deadline the searcher's children stop
+    early enough to leave them time: ``leaders / workers`` times a finished child's mean
+    duration (they train ``workers`` at a time)."""
+
+    leaders: int = 0
+    workers: int = 1
+    seed: int = 1  # what tells a confirmation's identity from its leader's
 
 
 class SearchLoop:
@@ -70,6 +94,7 @@ class SearchLoop:
         deadline: float | None = None,
         objective: Objective | None = None,
         clock: Callable[[], float] = time.time,
+        confirmation: Confirmation | None = None,
     ) -> None:
         self.searcher, self.space, self.budget = searcher, space, budget
         searcher.set_budget(budget)
@@ -82,6 +107,7 @@ class SearchLoop:
         self.finished: dict[str, TrialRecord] = {}  # key -> the record that trained it
         self.in_flight: dict[str, TrialRecord] = {}
         self.waiting: dict[str, list[TrialRecord]] = {}  # duplicates of an in-flight child
+        self.retrained: dict[int, list[TrialRecord]] = {}  # leader -> its confirmations
         self.updates = 0
         self.max_duplicates = max_duplicates
         self.duplicates_in_a_row = 0
@@ -92,12 +118,29 @@ class SearchLoop:
         self.interrupted = False  # by the user (Ctrl-C): --resume continues it
         self.unplaced = 0  # children handed out that wait for a worker (no resources free)
         self.objective = objective or Objective()
+        self.confirmation = confirmation or Confirmation()
 
     def next_child(self) -> TrialRecord | None:
-        """The next child to train, or None once the budget is handed out (or the searcher
-        has converged: ``max_duplicates`` proposals in a row were children it already had)."""
-        while self.trained < self.budget:
-            if self.deadline is not None and self.clock() >= self.deadline:
+        """The next child to train: the searcher's until the budget is handed out (or the
+        searcher has converged: ``max_duplicates`` proposals in a row were children it
+        already had, or its share of the time is spent), then a leader's confirmation. None
+        when there is none to start now: :attr:`more_to_come` says if a later call may."""
+        return self._next_searched() or self._next_confirmation()
+
+    @property
+    def more_to_come(self) -> bool:
+        """Whether a child still to settle may become a leader to confirm (so the executor
+        asks again later instead of ending the search)."""
+        return any(r.confirms is None for r in self.in_flight.values()) and (
+            self.confirmation.leaders > 0 and not self._past(self.deadline)
+        )
+
+    def _past(self, deadline: float | None) -> bool:
+        return deadline is not None and self.clock() >= deadline
+
+    def _next_searched(self) -> TrialRecord | None:
+        while self.trained < self.budget and not self.out_of_time:
+            if self._past(self._search_deadline()):
                 self.out_of_time = True
                 return None
             if self.duplicates_in_a_row >= self.max_duplicates:
@@ -121,9 +164,65 @@ class SearchLoop:
                 self._copy_result(record, original)
         return None
 
+    def _search_deadline(self) -> float | None:
+        """When the searcher's last child may start: the deadline, less the confirmations'
+        share of the time (once a finished child says how long one takes)."""
+        if self.deadline is None:
+            return None
+        left = self.confirmation.leaders - len(self.confirmations)
+        took = [r.seconds for r in self.searched if r.status == DONE and r.seconds]
+        if left <= 0 or not took:
+            return self.deadline
+        return self.deadline - left * statistics.fmean(took) / self.confirmation.workers
+
+    def _next_confirmation(self) -> TrialRecord | None:
+        """A leader not confirmed yet, retrained on the confirmation's seed (none after the
+        deadline, nor once the search was interrupted)."""
+        if self.interrupted or self._past(self.deadline):
+            return None
+        leader = next((r for r in self.leaders() if r.trial not in self.retrained), None)
+        if leader is None:
+            return None
+        key = arch_key(leader.architecture, *self.identity, "seed", self.confirmation.seed)
+        record = TrialRecord(self.next_trial, -1, leader.architecture, key,
+                             started=self.clock(), confirms=leader.trial)  # fmt: skip
+        self._add(record)
+        self.in_flight[key] = record
+        return record
+
+    def leaders(self) -> list[TrialRecord]:
+        """The searcher's finished children a confirmation retrains: the best by reward."""
+        done = sorted((r for r in self.searched if r.status == DONE), key=lambda r: -r.reward)
+        return done[: self.confirmation.leaders]
+
+    @property
+    def searched(self) -> list[TrialRecord]:
+        """The children the searcher proposed and the search trained (not duplicates, not
+        confirmations)."""
+        return [r for r in self.records if r.duplicate_of is None and r.confirms is None]
+
+    @property
+    def confirmations(self) -> list[TrialRecord]:
+        return [r for again in self.retrained.values() for r in again]
+
+    def seeds_of(self, record: TrialRecord) -> list[TrialRecord]:
+        """A child and its confirmations that finished: its seeds (one cut short by the
+        deadline reached an early epoch only, not a figure to average with)."""
+        again = self.retrained.get(record.trial, [])
+        return [record, *(r for r in again if r.status == DONE)]
+
+    def mean_reward(self, record: TrialRecord) -> float:
+        """What the best child is chosen by: the mean reward over its seeds."""
+        return statistics.fmean(r.reward for r in self.seeds_of(record))
+
+    def mean_dev_uar(self, record: TrialRecord) -> float:
+        return statistics.fmean(r.dev_uar for r in self.seeds_of(record))
+
     def _add(self, record: TrialRecord) -> None:
         self.records.append(record)
         self.by_trial[record.trial] = record
+        if record.confirms is not None:
+            self.retrained.setdefault(record.confirms, []).append(record)
         self.next_trial = max(self.next_trial, record.trial + 1)
 
     def export(self) -> list[dict[str, Any]]:
@@ -200,6 +299,8 @@ class SearchLoop:
         if record.dev_uar is not None:
             record.reward = self.objective.reward(record.dev_uar, costs)
         self.in_flight.pop(record.key, None)
+        if record.confirms is not None:  # not the searcher's: nothing to tell, none waits
+            return
         if self._reusable(record):
             self.finished[record.key] = record
         self._tell(record)
@@ -237,13 +338,14 @@ class SearchLoop:
 
     @property
     def trained(self) -> int:
-        """Children trained or training (duplicates not counted): what the budget counts."""
-        return sum(r.duplicate_of is None for r in self.records)
+        """Children trained or training (duplicates and confirmations not counted): what
+        the budget counts."""
+        return len(self.searched)
 
     @property
     def completed(self) -> int:
         """Trained children that have settled (finished, stopped or failed)."""
-        return sum(r.duplicate_of is None and r.status != RUNNING for r in self.records)
+        return sum(r.status != RUNNING for r in self.searched)
 
     @property
     def settled(self) -> int:
@@ -264,7 +366,11 @@ class SearchLoop:
         return "converged" if self.converged else "trials"
 
     def best(self) -> TrialRecord | None:
-        """The finished child with the highest reward (a child stopped early is not a
-        candidate: it was not trained to the end)."""
-        done = [r for r in self.records if r.status == DONE]
-        return max(done, key=lambda r: r.reward) if done else None
+        """The finished child with the highest mean reward over its seeds, among those
+        confirmed on a second seed once any was: a child outside the leaders was looked at
+        once, and its one figure is as optimistic as the leaders' were before theirs. (A
+        child stopped early is not a candidate: it was not trained to the end; nor is a
+        confirmation, which counts towards its leader.)"""
+        done = [r for r in self.searched if r.status == DONE]
+        pool = [r for r in done if len(self.seeds_of(r)) > 1] or done
+        return max(pool, key=self.mean_reward) if pool else None

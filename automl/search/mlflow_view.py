@@ -9,6 +9,7 @@ from runtime.tags import ARCH_SHORT_TAG, PARENT_TAG
 
 COLUMNS = (
     "metrics.`dev_uar`",
+    "metrics.`dev_uar_mean`",  # a leader's, over the seeds it was confirmed on
     f"tags.`{ARCH_SHORT_TAG}`",
     "metrics.`n_params`",
     "metrics.`latency_ms`",
@@ -32,13 +33,17 @@ def publish(parent: tracking.ParentRun) -> str:
     return mlflow_ui.save_view(parent.uri, parent.experiment_id, children_view(parent))
 
 
-def parent_note(parent: tracking.ParentRun, best: tuple[str, str, float] | None) -> str:
+def parent_note(
+    parent: tracking.ParentRun, best: tuple[str, str, float] | None, seeds: int = 1
+) -> str:
     """The parent run's description (Markdown): its children's view and, once one finished,
-    its best child (``best``: run id, run name, dev UAR)."""
+    its best child (``best``: run id, run name, dev UAR; its mean over ``seeds`` seeds when
+    it was confirmed on more than one)."""
     view = mlflow_ui.runs_page(parent.experiment_id, children_view(parent).key)
     lines = [f"[This search's children, best dev UAR first]({view})"]
     if best is not None:
         run_id, name, dev_uar = best
         page = mlflow_ui.run_page(parent.experiment_id, run_id)
-        lines.insert(0, f"Best child: [{name}]({page}), dev UAR {dev_uar:.4f}")
+        over = f" (mean of {seeds} seeds)" if seeds > 1 else ""
+        lines.insert(0, f"Best child: [{name}]({page}), dev UAR {dev_uar:.4f}{over}")
     return "\n\n".join(lines)

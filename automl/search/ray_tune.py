@@ -41,11 +41,22 @@ from automl.search.ledger import SearchLoop
 from automl.search.placement import ChildResources
 from runtime import tracking
 from runtime.files import OutOfSpace, out_of_space, out_of_space_line
-from runtime.tags import ARCH_SHORT_TAG, ARCHITECTURE_TAG, DEVICE_TAG, FRONTEND_TAG, ROLE_TAG
+from runtime.tags import (
+    ARCH_SHORT_TAG,
+    ARCHITECTURE_TAG,
+    CONFIRMS_TAG,
+    DEVICE_TAG,
+    FRONTEND_TAG,
+    ROLE_TAG,
+    SEED_TAG,
+)
 from runtime.trial import ERROR, FAILED, FINISHED, RUN_ID, Outcome, Trial, TrialContext, run_trial
 from runtime.tune_grid import Waiting
 
 METRIC = "dev_uar"
+
+
+CONFIRMATION = "confirmation"  # the role of a run that retrains a leader on another seed
 
 
 def child_run_name(trial: int) -> str:
@@ -53,25 +64,42 @@ def child_run_name(trial: int) -> str:
     return f"child-{trial:04d}"
 
 
+def confirmation_run_name(leader: int, seed: int) -> str:
+    """A confirmation's MLflow run name: ``child-0007-seed1``, the child it retrains."""
+    return f"{child_run_name(leader)}-seed{seed}"
+
+
 def child_trainable(
     config: dict[str, Any], features: Features, context: TrialContext, train_config: TrainConfig
 ) -> None:
-    """Runs in a Ray worker: train one child, its epochs logged to its nested MLflow run."""
+    """Runs in a Ray worker: train one child, its epochs logged to its nested MLflow run
+    (``config``'s ``seed`` and ``leader`` when it is a confirmation: the seed it trains on, and
+    the leader it retrains)."""
     trial, arch = config["trial"], config["architecture"]
     dataset = features.of(arch)
+    seeded = dataclasses.replace(train_config, seed=config.get("seed", train_config.seed))
+    tags = {ROLE_TAG: "child", ARCHITECTURE_TAG: json.dumps(arch, sort_keys=True)}
+    name = child_run_name(trial)
+    leader = config.get("leader")
+    if leader:
+        tags |= {ROLE_TAG: CONFIRMATION, CONFIRMS_TAG: leader["run_id"] or ""}
+        tags[SEED_TAG] = str(seeded.seed)
+        name = confirmation_run_name(leader["trial"], seeded.seed - train_config.seed)
 
     def work(handle: Trial) -> Outcome:
         data = _poisoned(dataset) if handle.fault == "nan" else dataset
-        config = train_config
+        config = seeded
         if handle.fault == "diverge":  # its loss becomes NaN in epoch 1: the retry runs
-            config = dataclasses.replace(train_config, inject_nan_epoch=1)
+            config = dataclasses.replace(seeded, inject_nan_epoch=1)
         epochs = config.epochs or arch["hparams"]["epochs"]
 
         def on_epoch(s: EpochStats) -> None:
             metrics = {"epoch_dev_uar": s.dev_uar, "train_loss": s.train_loss}
             handle.log(s.epoch, {**metrics, "epoch_seconds": s.seconds})
-            if s.epoch < epochs:  # what an early-stopping scheduler (or the deadline) decides
-                # on; the last epoch's is the final result (a scheduler stops a trial at max_t)
+            if s.epoch < epochs and not leader:  # what an early-stopping scheduler (or the
+                # deadline) decides on; the last epoch's is the final result (a scheduler
+                # stops a trial at max_t). A confirmation trains to its end: in a rung, its
+                # second seed would be judged early against children it already beat.
                 costs = {"n_params": s.n_params, "latency_ms": s.latency_ms}
                 handle.report({METRIC: s.best_dev_uar, "epoch": s.epoch, **costs})
 
@@ -91,11 +119,10 @@ def child_trainable(
         artifacts = {"weights.pt": result.state_dict, "architecture.json": result.architecture}
         return Outcome(metrics, artifacts, report)
 
-    tags = {ROLE_TAG: "child", ARCHITECTURE_TAG: json.dumps(arch, sort_keys=True)}
     tags[ARCH_SHORT_TAG] = describe(arch)
     tags[FRONTEND_TAG] = features.frontend_of(arch)  # the space may decide it per child
     tags[DEVICE_TAG] = str(resolve_device(train_config.device))  # a GPU it was given, used?
-    run_trial(context, trial, child_run_name(trial), tracking.flatten("", arch), tags, work)
+    run_trial(context, trial, name, tracking.flatten("", arch), tags, work)
 
 
 def _poisoned(data: Dataset) -> Dataset:
@@ -115,9 +142,11 @@ class LoopSearcher(TuneSearcher):
         on_change: Callable[[], None] | None = None,
         stop_reason: str = "stopped early",
         stop_at: float | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__(metric=METRIC, mode="max")
         self.loop, self.parent, self.on_change = loop, parent, on_change
+        self.seed = seed  # the search's: a confirmation trains on the one after
         self.stop_reason = stop_reason  # why Tune stopped a child, unless the deadline did
         self.stop_at = stop_at  # when the deadline's stopper stops children still running
         self.trials: dict[str, int] = {}
@@ -135,10 +164,15 @@ class LoopSearcher(TuneSearcher):
             return TuneSearcher.FINISHED
         record = self.loop.next_child()
         self._changed()
-        if record is None:
-            return TuneSearcher.FINISHED
+        if record is None:  # None: ask again later (a child to settle may be a leader)
+            return None if self.loop.more_to_come else TuneSearcher.FINISHED
         self.trials[trial_id] = record.trial
-        return {"trial": record.trial, "architecture": record.architecture}
+        config = {"trial": record.trial, "architecture": record.architecture}
+        if record.confirms is not None:
+            leader = self.loop.by_trial[record.confirms]
+            config["leader"] = {"trial": leader.trial, "run_id": leader.mlflow_run_id}
+            config["seed"] = self.seed + self.loop.confirmation.seed
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.last[trial_id] = result
@@ -178,9 +212,10 @@ class LoopSearcher(TuneSearcher):
     def _stopped(self, trial: int, result: dict[str, Any], seconds: float) -> None:
         """Tune stopped it (a scheduler, the deadline): recorded as stopped, with the best
         dev UAR it reached, as a partial result."""
-        if self.stop_at is not None and time.time() >= self.stop_at:
+        at_deadline = self.stop_at is not None and time.time() >= self.stop_at
+        if at_deadline:
             self.loop.out_of_time = True
-        reason = "stopped at the time budget" if self.loop.out_of_time else self.stop_reason
+        reason = "stopped at the time budget" if at_deadline else self.stop_reason
         reached, epoch, run_id = result.get(METRIC), result.get("epoch", 0), result.get(RUN_ID)
         if self.parent and (done := finished_records(self.parent, trial)):
             # It finished between the deadline and Tune's stop (Tune drops that last result).
@@ -249,7 +284,9 @@ def run_on_ray(loop: SearchLoop, features: Features, options: RayOptions) -> Non
         partial(_placement, resources),
     )
     early_stop = o.early_stop or EarlyStop()
-    searcher = LoopSearcher(loop, context.parent, on_change, early_stop.reason, stop_at)
+    searcher = LoopSearcher(
+        loop, context.parent, on_change, early_stop.reason, stop_at, o.train_config.seed
+    )
 
     def count_waiting(waiting: int) -> None:
         loop.unplaced = waiting
@@ -263,7 +300,7 @@ def run_on_ray(loop: SearchLoop, features: Features, options: RayOptions) -> Non
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=early_stop.scheduler(),
-            num_samples=loop.budget,
+            num_samples=-1,  # the loop says when it has handed out every child
             max_concurrent_trials=o.workers,
             reuse_actors=True,
         ),
@@ -304,8 +341,8 @@ def finished_records(parent: tracking.ParentRun, trial: int | None = None) -> di
     for run in tracking.finished_children(parent, trial):
         tags, metrics = run.data.tags, run.data.metrics
         number = int(tags.get(tracking.TRIAL_TAG, -1))
-        if number < 0 or ARCHITECTURE_TAG not in tags:
-            continue
+        if number < 0 or ARCHITECTURE_TAG not in tags or tags.get(ROLE_TAG) != "child":
+            continue  # a confirmation the resumed search trains again
         epochs = metrics.get("epochs_trained")
         found[number] = {
             "trial": number,

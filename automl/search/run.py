@@ -29,7 +29,7 @@ from automl.data.dataset import Dataset, Features
 from automl.data.prepare import load_dataset
 from automl.search import mlflow_view
 from automl.search.config import SearchConfig
-from automl.search.ledger import DONE, SearchLoop
+from automl.search.ledger import DONE, Confirmation, SearchLoop, TrialRecord
 from automl.search.objective import Objective, pareto_front
 from automl.search.placement import ChildResources, space_fields
 from automl.search.ray_tune import (
@@ -223,6 +223,7 @@ def _make_loop(
         config.max_duplicates,
         start + config.time_budget if config.time_budget else None,
         objective,
+        confirmation=Confirmation(config.leaders_confirmed, config.workers),
     )
     if saved:
         loop.restore(saved.records)
@@ -450,19 +451,25 @@ def _on_change(
     save_state: Callable[[], None],
     on_progress: Callable[[SearchLoop], None] | None,
 ) -> Callable[[], None]:
-    """After every suggestion or result: save the state when a child settled, log a new
-    best to the parent run, update the display."""
-    best_logged, settled = -1.0, loop.settled
+    """After every suggestion or result: save the state when a child settled, put a
+    leader's mean over its seeds on its run once a confirmation settled, log a new best to
+    the parent run, update the display."""
+    best_logged: tuple[int, float] | None = None
+    settled, confirmed = loop.settled, set()
 
     def on_change() -> None:
         nonlocal best_logged, settled
         if loop.settled != settled:
             settled = loop.settled
             save_state()
+        for leader in _newly_confirmed(loop, confirmed):
+            metrics = {"dev_uar_mean": loop.mean_dev_uar(leader),
+                       "seeds": len(loop.seeds_of(leader))}  # fmt: skip
+            tracking.log_run_metrics(parent.uri, leader.mlflow_run_id, metrics)
         best = loop.best()
-        if best is not None and best.reward > best_logged:  # the best by the objective
-            best_logged = best.reward
-            metrics = {"best_reward": best.reward, "best_dev_uar": best.dev_uar}
+        if best is not None and (best.trial, loop.mean_reward(best)) != best_logged:
+            best_logged = (best.trial, loop.mean_reward(best))
+            metrics = {"best_reward": best_logged[1], "best_dev_uar": loop.mean_dev_uar(best)}
             links = {NOTE_TAG: _note(parent, loop)}
             if best.mlflow_run_id:
                 links[BEST_CHILD_TAG] = best.mlflow_run_id
@@ -473,13 +480,21 @@ def _on_change(
     return on_change
 
 
+def _newly_confirmed(loop: SearchLoop, logged: set[int]) -> list[TrialRecord]:
+    """Leaders whose confirmation settled since the last call (marked in ``logged``)."""
+    fresh = [r for r in loop.confirmations if r.trial not in logged and r.status == DONE]
+    logged.update(r.trial for r in fresh)
+    leaders = {r.confirms: loop.by_trial[r.confirms] for r in fresh}
+    return [leader for leader in leaders.values() if leader.mlflow_run_id]
+
+
 def _note(parent: tracking.ParentRun, loop: SearchLoop) -> str:
     """The parent run's description: its children's view, and its best child so far."""
     best = loop.best()
     if best is None or not best.mlflow_run_id:
         return mlflow_view.parent_note(parent, None)
-    named = (best.mlflow_run_id, child_run_name(best.trial), best.dev_uar)
-    return mlflow_view.parent_note(parent, named)
+    named = (best.mlflow_run_id, child_run_name(best.trial), loop.mean_dev_uar(best))
+    return mlflow_view.parent_note(parent, named, len(loop.seeds_of(best)))
 
 
 def _log_models(
@@ -487,8 +502,8 @@ def _log_models(
 ) -> dict[int, str]:
     """The best ``--log-models`` finished children as MLflow models: trial -> model URI,
     best first. A resumed search keeps the models it logged before."""
-    done = [r for r in loop.records if r.status == DONE and r.mlflow_run_id]
-    done.sort(key=lambda r: r.reward, reverse=True)
+    done = [r for r in loop.searched if r.status == DONE and r.mlflow_run_id]
+    done.sort(key=loop.mean_reward, reverse=True)
     chosen = done if config.log_models is None else done[: config.log_models]
     if not chosen:
         return {}
@@ -507,6 +522,17 @@ def _log_models(
     return models
 
 
+def _confirmed(loop: SearchLoop) -> list[dict[str, Any]]:
+    """The leaders trained on a second seed: their first seed's figure and their means."""
+    return [
+        {"trial": leader.trial, "dev_uar": leader.dev_uar,
+         "dev_uar_mean": loop.mean_dev_uar(leader), "reward_mean": loop.mean_reward(leader),
+         "seeds": len(loop.seeds_of(leader))}
+        for leader in loop.searched
+        if leader.trial in loop.retrained
+    ]  # fmt: skip
+
+
 def make_summary(
     config: SearchConfig,
     loop: SearchLoop,
@@ -520,7 +546,7 @@ def make_summary(
     """The search as JSON; ``gpu_unused``: children Ray gave a GPU that trained on the CPU;
     ``ui_page``: its children's view in MLflow's UI."""
     best = loop.best()
-    finished = [r.to_json() for r in loop.records if r.status == DONE and r.duplicate_of is None]
+    finished = [r.to_json() for r in loop.searched if r.status == DONE]
     return {
         "searcher": config.searcher,
         "ended": loop.ended,
@@ -546,7 +572,11 @@ def make_summary(
             "dev_uar": best.dev_uar,
             "reward": best.reward,
             "mlflow_run_id": best.mlflow_run_id,
+            "dev_uar_mean": loop.mean_dev_uar(best),  # over its seeds (one, unless confirmed)
+            "reward_mean": loop.mean_reward(best),
+            "seeds": len(loop.seeds_of(best)),
         },
+        "confirmed": _confirmed(loop),
         "pareto": {
             cost: [
                 {k: r[k] for k in ("trial", "dev_uar", cost, "mlflow_run_id")}

@@ -26,6 +26,10 @@ one and a time budget ends without sleeping.
   epoch is, and nothing stops a child there; a generator cannot say which item is its
   last, so every epoch it yields may be stopped after.
 
+A loop with a :class:`~automl.search.ledger.Confirmation` also hands out its leaders'
+confirmations: ``loop.by_trial[trial].confirms`` names the leader a trial retrains (on the
+next seed, which ``evaluate`` decides how to honour).
+
 An exception from ``evaluate`` is the child's failure, recorded with the same text the
 Ray trial wrapper records (``TypeName: message``, at most 2,000 characters); the search
 goes on. ``KeyboardInterrupt`` is not caught: the child stays running in the ledger, as
@@ -70,7 +74,8 @@ def run_sequential(
             return
         trial = record.trial
         try:
-            outcome = _train(loop, trial, evaluate(trial, record.architecture), stop_at, early_stop)
+            rule = early_stop if record.confirms is None else None  # a confirmation trains on
+            outcome = _train(loop, trial, evaluate(trial, record.architecture), stop_at, rule)
         except Exception as exc:  # the child's own failure: recorded, and the search goes on
             error = f"{type(exc).__name__}: {exc}"[:2000]
             loop.child_failed(trial, error, _seconds(loop, trial))
