@@ -52,7 +52,7 @@ def test_the_leaderboard_ranks_by_the_reward_and_says_how_the_search_ended():
         {"trial": 2, "status": "stopped", "dev_uar": 0.99, "reward": 0.99, "n_params": 10},
     ]
     for t in trials:
-        t.update(architecture=arch, latency_ms=1.5, seconds=2.0, mlflow_run_id="r")
+        t.update(architecture=arch, latency_ms=1.5, seconds=2.0, mlflow_run_id="r", confirms=None)
     summary = {
         "searcher": "random",
         "trained": 3,
@@ -60,11 +60,31 @@ def test_the_leaderboard_ranks_by_the_reward_and_says_how_the_search_ended():
         "ended": "time budget",
         "objective": "uar-params",
         "trials": trials,
+        "confirmed": [],
     }
-    console = Console(record=True, width=200)
-    console.print(leaderboard_table(summary))
-    text = console.export_text()
-    assert "ended on its time budget" in text
-    rows = [line for line in text.splitlines() if "gru[" in line]
-    assert len(rows) == 2  # a stopped child is not a candidate
-    assert "0.8800" in rows[0] and "0.8000" in rows[1]  # by reward, not by dev UAR
+
+    shown = ""  # the whole table as one line of words (its caption wraps under it)
+
+    def rows() -> list[list[str]]:
+        nonlocal shown
+        console = Console(record=True, width=200)
+        console.print(leaderboard_table(summary))
+        text = console.export_text()
+        shown = " ".join(text.split())
+        assert "ended on its time budget" in text
+        return [[cell.strip() for cell in line.split("│")[1:6]]  # rank trial reward UAR seeds
+                for line in text.splitlines() if "gru[" in line]  # fmt: skip
+
+    first, second = rows()  # a stopped child is not a candidate
+    assert first[2] == "0.8800" and second[2] == "0.8000"  # by reward, not by dev UAR
+
+    # child 0 confirmed on a second seed (its run not a row): it ranks first, by its mean
+    again = {**trials[0], "trial": 3, "confirms": 0, "dev_uar": 0.82, "reward": 0.76}
+    summary["trials"].append(again)
+    summary["confirmed"] = [
+        {"trial": 0, "dev_uar": 0.90, "dev_uar_mean": 0.86, "reward_mean": 0.78, "seeds": 2}
+    ]
+    first, second = rows()
+    assert "children confirmed on a second seed rank first" in shown
+    assert first == ["1", "0", "0.7800", "0.8600", "2"]
+    assert second == ["2", "1", "0.8800", "0.8500", "1"]
