@@ -481,7 +481,7 @@ def _on_change(
 
 
 def _newly_confirmed(loop: SearchLoop, logged: set[int]) -> list[TrialRecord]:
-    """Leaders whose confirmation settled since the last call (marked in ``logged``)."""
+    """Leaders whose confirmation finished since the last call (marked in ``logged``)."""
     fresh = [r for r in loop.confirmations if r.trial not in logged and r.status == DONE]
     logged.update(r.trial for r in fresh)
     leaders = {r.confirms: loop.by_trial[r.confirms] for r in fresh}
