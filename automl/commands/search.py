@@ -154,8 +154,7 @@ def leaderboard_table(summary: dict[str, Any], top: int = 10) -> Table:
     traded = summary["objective"] != "uar"  # ranked by the reward, shown beside the UAR
     # a leader's mean over its seeds, once its confirmation finished
     seeded = {c["trial"]: c for c in summary["confirmed"] if c["seeds"] > 1}
-    columns = ["rank", "trial", *(["reward"] if traded else []), "dev UAR", "seeds"]
-    columns.append("architecture")
+    columns = ["rank", "trial", *(["reward"] if traded else []), "dev UAR", "seeds", "architecture"]
     for column in (*columns, "params", "latency ms", "seconds"):
         table.add_column(column, no_wrap=column != "architecture")  # numbers stay whole
     table.add_column("MLflow run", no_wrap=True, min_width=32)  # whole: what --run-id takes
