@@ -83,17 +83,27 @@ def time_split(seeds: list[int], steps: int) -> dict[str, float]:
         envs.step = timed("environment", envs.step)
         return envs
 
-    def timed_greedy(self: Any, k: int | None = None) -> Callable:
-        act = greedy(self, k)
-        return act if k is not None else timed("acting", act)  # k: inside evaluation
+    evaluating = [False]
+
+    def timed_greedy(self: Any) -> Callable:
+        act, rollout = greedy(self), timed("acting", greedy(self))
+        return lambda obs: act(obs) if evaluating[0] else rollout(obs)
+
+    def timed_evaluate(*args: Any, **kwargs: Any) -> Any:
+        evaluating[0] = True  # its acting is counted as evaluation
+        try:
+            return evaluate(*args, **kwargs)
+        finally:
+            evaluating[0] = False
 
     dqn.make_envs, dqn.QNetwork.greedy_numpy = timed_envs, timed_greedy
-    dqn.evaluate = timed("evaluation", dqn.evaluate)
+    evaluate = dqn.evaluate
+    dqn.evaluate = timed("evaluation", timed_evaluate)
     dqn.gradient_step = timed("gradient step", dqn.gradient_step)
     dqn.clip_per_member = timed("clipping", dqn.clip_per_member)
     dqn.stack = timed("replay", dqn.stack)
     torch.optim.Adam.step = timed("optimizer", torch.optim.Adam.step)
-    for name in ("add", "sample_many"):
+    for name in ("add", "sample"):
         setattr(buffers.ReplayBuffer, name, timed("replay", getattr(buffers.ReplayBuffer, name)))
     started = time.perf_counter()
     dqn.train_population(dqn.DQNConfig(total_steps=steps, threads=2), seeds)

@@ -57,14 +57,15 @@ def run_sb3(seed: int, steps: int) -> dict:
             super().__init__()
             self.seconds, self.best, self.solved_at = 0.0, float("-inf"), None
 
-        def _act(self, obs: np.ndarray) -> int:
-            return int(self.model.predict(obs, deterministic=True)[0])
+        def _act(self, obs: np.ndarray) -> np.ndarray:
+            """Greedy actions of SB3's policy, [1, episodes, obs] -> [1, episodes]."""
+            return self.model.predict(obs[0], deterministic=True)[0][None]
 
         def _on_step(self) -> bool:
             if self.num_timesteps % EVAL_EVERY == 0:
                 started = time.perf_counter()
-                mean, _ = evaluate(
-                    self._act, "CartPole-v1", EVAL_EPISODES, seed, self.num_timesteps
+                [(mean, _)] = evaluate(
+                    self._act, "CartPole-v1", EVAL_EPISODES, [seed], self.num_timesteps
                 )
                 self.best = max(self.best, mean)
                 if self.solved_at is None and mean >= THRESHOLD:

@@ -25,9 +25,9 @@ class Batch:
     flat_index: torch.Tensor  # for priority updates
     weights: torch.Tensor  # importance-sampling weights (ones for uniform sampling)
 
-    def split(self, size: int) -> list[Batch]:
-        """Consecutive batches of ``size`` rows (views, no copies)."""
-        columns = [getattr(self, f.name).split(size) for f in fields(self)]
+    def split(self, size: int, dim: int = 0) -> list[Batch]:
+        """Consecutive batches of ``size`` rows along ``dim`` (views, no copies)."""
+        columns = [getattr(self, f.name).split(size, dim) for f in fields(self)]
         return [Batch(*parts) for parts in zip(*columns, strict=True)]
 
 

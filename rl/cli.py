@@ -113,7 +113,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"--checkpoint {path}: its networks do not fit its config (edited, or written by "
             f"another version of rl), cannot load it ({str(exc).splitlines()[0][:160]})"
         ) from None
-    mean, std = evaluate(policy, config.env_id, args.episodes, args.seed, 0, config.env_kwargs)
+    [(mean, std)] = evaluate(
+        policy, config.env_id, args.episodes, [args.seed], 0, config.env_kwargs
+    )
     print(
         f"{config.env_id} {state['algo']} {path.name} (step {state['step']}): "
         f"mean return {mean:.2f} +/- {std:.2f} over {args.episodes} episodes"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,8 @@ from runtime.files import write_torch
 
 #: callback receiving (metrics, env step) while an agent trains
 Metrics = Callable[[dict[str, float], int], None]
+#: greedy actions of K policies, each in n episodes: observations [K, n, obs] to actions [K, n]
+Policies = Callable[[np.ndarray], np.ndarray]
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share seeds with training ones
 FRESH_SEED_OFFSET = 2_000_029  # nor the fresh ones that score the returned policy
 BEST = "best.pt"  # the best-evaluated policy, beside a seed's checkpoints
@@ -49,29 +51,43 @@ def reward_threshold(env_id: str) -> float | None:
 
 
 def evaluate(
-    policy: Callable[[np.ndarray], Any],
+    act: Policies,
     env_id: str,
     episodes: int,
-    seed: int,
+    seeds: Sequence[int],
     step: int = 0,
     env_kwargs: dict[str, Any] | None = None,
     offset: int = EVAL_SEED_OFFSET,
-) -> tuple[float, float]:
-    """Mean and std return of greedy episodes on a separate, separately seeded environment
-    (``offset`` picks the seed stream: the periodic evaluations, or fresh episodes)."""
-    env = gym.make(env_id, **(env_kwargs or {}))
-    returns = []
-    for episode in range(episodes):
-        raw, _ = env.reset(seed=segment_seed(seed + offset, step, episode))
-        done, total = False, 0.0
-        while not done:
-            action = int(policy(encode_obs(env.observation_space, raw)))
-            raw, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns)), float(np.std(returns))
+) -> list[tuple[float, float]]:
+    """Mean and std return of K greedy policies' episodes, policy k's seeded by ``seeds[k]``
+    on environments of their own (``offset`` picks the seed stream: the periodic
+    evaluations, or fresh episodes).
+
+    Every episode has its own environment, reset with the seed a single environment
+    playing them one after another would get, so a policy's figures do not depend on what
+    is evaluated beside it; all are stepped side by side, so that one call of ``act`` acts
+    in every episode of every policy (a population of 8 with 10 episodes: one batched
+    product per step instead of 80). ``act`` sees the episodes that have ended too (their
+    last observation), so its input keeps one shape."""
+    envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(len(seeds) * episodes)]
+    space = envs[0].observation_space
+    first = [
+        envs[k * episodes + i].reset(seed=segment_seed(seed + offset, step, i))[0]
+        for k, seed in enumerate(seeds)
+        for i in range(episodes)
+    ]
+    obs = np.stack([encode_obs(space, o) for o in first])
+    returns, live = np.zeros(len(envs)), np.ones(len(envs), bool)
+    while live.any():
+        actions = np.asarray(act(obs.reshape(len(seeds), episodes, -1))).reshape(-1)
+        for j in np.flatnonzero(live):
+            raw, reward, terminated, truncated, _ = envs[j].step(int(actions[j]))
+            obs[j], returns[j] = encode_obs(space, raw), returns[j] + float(reward)
+            live[j] = not (terminated or truncated)
+    for env in envs:
+        env.close()
+    per_policy = returns.reshape(len(seeds), episodes)
+    return [(float(r.mean()), float(r.std())) for r in per_policy]
 
 
 @dataclass

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import pairwise
 from pathlib import Path
@@ -54,6 +54,7 @@ from rl.common import (
     FRESH_SEED_OFFSET,
     EvalTracker,
     Metrics,
+    Policies,
     RunResult,
     checkpoint_path,
     encode_obs,
@@ -108,6 +109,37 @@ class DQNConfig:
             raise ValueError(f"vector_env must be 'auto' or 'sync', not {self.vector_env!r}")
 
 
+#: gradient steps whose target Q-values one product computes, while the target is frozen
+TARGET_CHUNK = 8
+
+
+def stacked_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``h @ w + b`` for every member at once: ``[K, batch, in]`` to ``[K, batch, out]``."""
+    if w.shape[2] < w.shape[1]:
+        return NarrowLinear.apply(h, w, b)
+    return torch.baddbmm(b, h, w)
+
+
+class NarrowLinear(torch.autograd.Function):
+    """A layer narrower than its input (the Q-head: 256 to 3), with its products turned
+    the way the batched matrix product runs them fastest. Measured with K = 8, a batch of
+    64 and a 256 x 3 head on two threads: the forward against a contiguous copy of the
+    transposed weights 42 us instead of 84, the weight gradient as ``(g^T h)^T`` 35 us
+    instead of autograd's ``h^T g`` at 131; the results are the same products."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h, w)
+        return torch.bmm(h, w.transpose(1, 2).contiguous().transpose(1, 2)).add_(b)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, w = ctx.saved_tensors
+        grad_h = torch.bmm(g, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(g.transpose(1, 2), h).transpose(1, 2).contiguous()
+        return grad_h, grad_w, g.sum(dim=1, keepdim=True)
+
+
 class QNetwork(nn.Module):
     """K ReLU-MLP Q-networks of one shape, stacked: ``forward`` maps observations
     ``[K, batch, obs]`` to Q-values ``[K, batch, actions]``.
@@ -145,9 +177,9 @@ class QNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         h = obs
         for w, b in self.layers[:-1]:
-            h = torch.baddbmm(b, h, w).relu_()  # in place: one tensor less per layer
+            h = stacked_linear(h, w, b).relu_()  # in place: one tensor less per layer
         w, b = self.layers[-1]
-        out = torch.baddbmm(b, h, w)
+        out = stacked_linear(h, w, b)
         if not self.dueling:
             return out
         advantage, value = out[..., :-1], out[..., -1:]
@@ -157,14 +189,14 @@ class QNetwork(nn.Module):
         """Member ``k`` as a population of one's state dict (``best.pt``, checkpoints)."""
         return {name: t[k : k + 1].detach().clone() for name, t in self.state_dict().items()}
 
-    def greedy_numpy(self, k: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def greedy_numpy(self) -> Policies:
         """A numpy copy for acting, where torch calls per env step would cost more than the
-        step itself: observations ``[K, n, obs]`` to greedy actions ``[K, n]`` (member ``k``
-        alone: ``[1, n, obs]`` to ``[1, n]``). Refresh it whenever the weights change. The
+        step itself: observations ``[K, n, obs]`` to greedy actions ``[K, n]``. Member k's
+        actions are its own products (numpy multiplies a stack slice by slice), so they do
+        not depend on the members beside it. Refresh it whenever the weights change. The
         value column does not change the argmax."""
-        pick = slice(None) if k is None else slice(k, k + 1)
-        weights = [w[pick].detach().numpy().copy() for w in self.weights]
-        biases = [b[pick].detach().numpy().copy() for b in self.biases]
+        weights = [w.detach().numpy().copy() for w in self.weights]
+        biases = [b.detach().numpy().copy() for b in self.biases]
         weights[-1] = weights[-1][..., : self.n_actions]
         biases[-1] = biases[-1][..., : self.n_actions]
 
@@ -338,13 +370,14 @@ def train_population(
         # Learn: a phase of gradient steps every train_freq env steps, every member at once.
         if step >= config.learning_starts and step % config.train_freq < n:
             beta = config.per_beta + (1 - config.per_beta) * min(1.0, step / config.total_steps)
-            phases = [phase_batches(b, config, beta) for b in buffers]
-            for batches in zip(*phases, strict=True):
-                loss, td_errors = gradient_step(q, target, optimizer, stack(batches), config)
+            for batch, next_target in phase(buffers, target, config, beta):
+                loss, td_errors = gradient_step(
+                    q, target, optimizer, batch, config, next_target=next_target
+                )
                 gradient_steps += 1
                 if config.prioritized:
-                    for buffer, batch, td in zip(buffers, batches, td_errors, strict=True):
-                        buffer.update_priorities(batch.flat_index, td)
+                    for k, buffer in enumerate(buffers):
+                        buffer.update_priorities(batch.flat_index[k], td_errors[k])
                 if config.tau < 1:
                     polyak(q, target, config.tau)
                 losses.append(loss)
@@ -358,14 +391,12 @@ def train_population(
             copy_weights(q, target)  # hard update; skipped while q has not changed since
             target_stale = False
 
-        # Evaluate: each member's greedy episodes on its own evaluation environment.
+        # Evaluate: each member's greedy episodes, every member's side by side.
         if step % config.eval_every < n or step >= config.total_steps:
             eval_started = time.perf_counter()
-            for k, seed in enumerate(seeds):
-                policy = one_observation(q.greedy_numpy(k))
-                mean, std = evaluate(
-                    policy, config.env_id, config.eval_episodes, seed, step, config.env_kwargs
-                )
+            scores = evaluate(q.greedy_numpy(), config.env_id, config.eval_episodes, seeds, step,
+                              config.env_kwargs)  # fmt: skip
+            for k, (seed, (mean, std)) in enumerate(zip(seeds, scores, strict=True)):
                 if trackers[k].record(mean, std, step):
                     best[k] = q.member(k)
                     if folders[k]:
@@ -376,18 +407,17 @@ def train_population(
     if checkpoints:
         for k, folder in enumerate(folders):
             save_checkpoint(folder, step, snapshot(k))
-    envs.close()
     seconds = time.perf_counter() - started
-    results = []
-    for k, seed in enumerate(seeds):
-        _, returned = load_policy(policy_state(config, seed, best[k] or q.member(k), step))
-        fresh = evaluate(returned, config.env_id, config.eval_episodes, seed, 0,
-                         config.env_kwargs, offset=FRESH_SEED_OFFSET)  # fmt: skip
-        results.append(trackers[k].result(
-            fresh=fresh, steps=step, episodes=episodes[k], seconds=seconds,
-            steps_per_second=(step - steps_at_start) / (seconds - eval_seconds),
-        ))  # fmt: skip
-    return results
+    returned = build_network(config, envs, seeds)  # each member's best-evaluated weights
+    returned.load_state_dict(stack_states([b or q.member(k) for k, b in enumerate(best)]))
+    envs.close()
+    fresh = evaluate(returned.greedy_numpy(), config.env_id, config.eval_episodes, seeds, 0,
+                     config.env_kwargs, offset=FRESH_SEED_OFFSET)  # fmt: skip
+    sps = (step - steps_at_start) / (seconds - eval_seconds)
+    return [
+        tracker.result(score, steps=step, episodes=n, seconds=seconds, steps_per_second=sps)
+        for tracker, score, n in zip(trackers, fresh, episodes, strict=True)
+    ]
 
 
 def gradient_step(
@@ -397,15 +427,18 @@ def gradient_step(
     batch: Batch,
     config: DQNConfig,
     next_mask: torch.Tensor | None = None,
+    next_target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One Huber-loss step of every member towards its (double) DQN target; the batch is
     ``[K, batch, ...]``. The loss is the sum of the members' mean losses, so each member's
     gradient is its own. Returns the members' losses ``[K]`` and TD errors ``[K, batch]``
     (for priorities). ``next_mask`` ``[K, batch, actions]``: the actions valid in each next
-    state, where some are not (the architecture environment's shorter decisions)."""
+    state, where some are not (the architecture environment's shorter decisions).
+    ``next_target``: the target network's Q-values of the next observations, where the
+    caller computed them for several steps at once (:func:`phase`)."""
     q_taken = q(batch.obs).gather(2, batch.actions[..., None]).squeeze(2)
     with torch.no_grad():  # double DQN: the online net picks, the target rates
-        q_next_target = target(batch.next_obs)
+        q_next_target = target(batch.next_obs) if next_target is None else next_target
         chooser = q(batch.next_obs) if config.double else q_next_target
         if next_mask is not None:
             chooser = chooser.masked_fill(~next_mask, float("-inf"))
@@ -428,30 +461,47 @@ def clip_per_member(params: list[nn.Parameter], max_norm: float) -> None:
     norm over all of its parameters, as ``clip_grad_norm_`` computes for one network)."""
     grads = [p.grad for p in params]
     members = grads[0].shape[0]
-    total = torch.stack([g.reshape(members, -1).norm(dim=1) for g in grads]).norm(dim=0)
+    norms = [torch.linalg.vector_norm(g.view(members, -1), dim=1) for g in grads]
+    total = torch.linalg.vector_norm(torch.stack(norms), dim=0)
     if bool((total > max_norm).any()):
         scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
         torch._foreach_mul_(grads, [scale.view(-1, *[1] * (g.dim() - 1)) for g in grads])
 
 
-def phase_batches(buffer: ReplayBuffer, config: DQNConfig, beta: float) -> Iterator[Batch]:
-    """The batches of one training phase. Uniform replay draws them all at once; prioritized
-    replay draws each after the previous step has updated the priorities."""
-    if isinstance(buffer, PrioritizedReplayBuffer):
+def phase(
+    buffers: Sequence[ReplayBuffer], target: QNetwork, config: DQNConfig, beta: float
+) -> Iterator[tuple[Batch, torch.Tensor | None]]:
+    """The stacked batches ``[K, batch, ...]`` of one training phase, each with the target
+    network's Q-values of its next observations where they can be computed ahead.
+
+    Uniform replay draws a member's whole phase in one gather, and the members' draws are
+    stacked once, not once per step. With hard updates (``tau`` 1) the target network is
+    frozen through a phase (it is copied between phases), so its Q-values are computed for
+    ``TARGET_CHUNK`` steps in one product: a product of 512 rows runs nearer the machine's
+    peak than eight of 64 (measured with K = 8 and 256 x 256 layers: 0.49 against 0.58 ms
+    per 64 rows). Prioritized replay draws each batch after the previous step has updated
+    the priorities, and Polyak averaging moves the target after every step: those steps
+    are taken one at a time, and the gradient step rates its own next observations."""
+    if config.prioritized:
         for _ in range(config.gradient_steps):
-            yield buffer.sample(config.batch_size, beta)
-    else:
-        yield from buffer.sample_many(config.gradient_steps, config.batch_size)
+            yield stack([buffer.sample(config.batch_size, beta) for buffer in buffers]), None
+        return
+    drawn = stack([buffer.sample(config.gradient_steps * config.batch_size) for buffer in buffers])
+    batches = drawn.split(config.batch_size, dim=1)
+    chunk = TARGET_CHUNK if config.tau >= 1 else 1
+    for first in range(0, len(batches), chunk):
+        part = batches[first : first + chunk]
+        next_targets: Sequence[torch.Tensor | None] = [None] * len(part)
+        if config.tau >= 1:
+            rows = slice(first * config.batch_size, (first + len(part)) * config.batch_size)
+            with torch.no_grad():
+                next_targets = target(drawn.next_obs[:, rows]).split(config.batch_size, dim=1)
+        yield from zip(part, next_targets, strict=True)
 
 
 def stack(batches: Sequence[Batch]) -> Batch:
     """The members' batches as one ``[K, batch, ...]`` batch."""
     return Batch(*(torch.stack([getattr(b, f.name) for b in batches]) for f in fields(Batch)))
-
-
-def one_observation(act: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], int]:
-    """A one-member policy (:meth:`QNetwork.greedy_numpy` of a member) for one observation."""
-    return lambda obs: int(act(obs[None, None])[0, 0])
 
 
 def copy_weights(q: nn.Module, target: nn.Module) -> None:
@@ -502,11 +552,12 @@ def policy_state(
     return {"algo": "dqn", "config": asdict(replace(config, seed=seed)), "q": weights, "step": step}
 
 
-def load_policy(state: dict[str, Any]) -> tuple[DQNConfig, Callable[[np.ndarray], int]]:
-    """A greedy policy from a checkpoint or a ``best.pt`` (for ``rl evaluate``)."""
+def load_policy(state: dict[str, Any]) -> tuple[DQNConfig, Policies]:
+    """The greedy policy of a checkpoint or a ``best.pt`` (for ``rl evaluate``): it acts as
+    the member did in training, so evaluated again it scores what training recorded."""
     config = DQNConfig(**state["config"])
     env = gym.make(config.env_id, **config.env_kwargs)
     q = build_network(config, env, [config.seed])
     env.close()
     q.load_state_dict(state["q"])
-    return config, one_observation(q.greedy_numpy())
+    return config, q.greedy_numpy()

@@ -10,7 +10,6 @@ episodes at the end; a run ended by ``total_steps`` before its episodes is evalu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from rl.common import (
     FRESH_SEED_OFFSET,
     EvalTracker,
     Metrics,
+    Policies,
     RunResult,
     evaluate,
     latest_checkpoint,
@@ -98,9 +98,10 @@ def train(
     def evaluate_now() -> None:
         """Greedy episodes with the current table; keeps it when it is the best so far."""
         nonlocal best_q, evaluated_at
-        mean, std = evaluate(
-            _policy(q), config.env_id, config.eval_episodes, config.seed, episode, config.env_kwargs
-        )
+        [(mean, std)] = evaluate(
+            _policy(q), config.env_id, config.eval_episodes, [config.seed], episode,
+            config.env_kwargs,
+        )  # fmt: skip
         evaluated_at = episode
         if tracker.record(mean, std, step):
             best_q = q.copy()
@@ -152,9 +153,9 @@ def train(
         save_checkpoint(checkpoint_dir, step, snapshot())
     env.close()
     seconds = time.perf_counter() - started
-    fresh = evaluate(
+    [fresh] = evaluate(
         _policy(q if best_q is None else best_q), config.env_id, config.eval_episodes,
-        config.seed, 0, config.env_kwargs, offset=FRESH_SEED_OFFSET,
+        [config.seed], 0, config.env_kwargs, offset=FRESH_SEED_OFFSET,
     )  # fmt: skip
     return tracker.result(
         fresh=fresh,
@@ -171,15 +172,15 @@ def _greedy(values: np.ndarray, rng: np.random.Generator) -> int:
     return int(best[0] if len(best) == 1 else rng.choice(best))
 
 
-def _policy(q: np.ndarray) -> Callable[[np.ndarray], int]:
-    """Greedy on the table; observations arrive one-hot encoded."""
-    return lambda obs: int(np.argmax(q[int(np.argmax(obs))]))
+def _policy(q: np.ndarray) -> Policies:
+    """Greedy on the table (the first of tied actions); observations arrive one-hot encoded."""
+    return lambda obs: q[obs.argmax(axis=-1)].argmax(axis=-1)
 
 
 def policy_state(config: QLearningConfig, q: np.ndarray, step: int) -> dict[str, Any]:
     return {"algo": "qlearning", "config": asdict(config), "q": torch.from_numpy(q), "step": step}
 
 
-def load_policy(state: dict[str, Any]) -> tuple[QLearningConfig, Callable[[np.ndarray], int]]:
+def load_policy(state: dict[str, Any]) -> tuple[QLearningConfig, Policies]:
     """A greedy policy from a checkpoint or a ``best.pt`` (for ``rl evaluate``)."""
     return QLearningConfig(**state["config"]), _policy(state["q"].numpy())

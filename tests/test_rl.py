@@ -36,7 +36,10 @@ def random_return(env_id: str, episodes: int = 20) -> float:
     env = gym.make(env_id)
     env.action_space.seed(0)
     rng = np.random.default_rng(0)
-    return evaluate(lambda _: rng.integers(env.action_space.n), env_id, episodes, seed=0)[0]
+    def act(obs: np.ndarray) -> np.ndarray:
+        return rng.integers(env.action_space.n, size=obs.shape[:2])
+
+    return evaluate(act, env_id, episodes, seeds=[0])[0][0]
 
 
 def test_dqn_learns_cartpole_beyond_random():
@@ -126,9 +129,11 @@ def test_dqn_returns_the_best_evaluated_network_and_scores_it_on_fresh_episodes(
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["step"] == result.best_eval_step
     _, policy = dqn.load_policy(best)
-    again = evaluate(policy, "CartPole-v1", config.eval_episodes, config.seed, best["step"])
+    [again] = evaluate(policy, "CartPole-v1", config.eval_episodes, [config.seed], best["step"])
     assert again[0] == result.best_eval_return >= result.final_eval_return
-    fresh = evaluate(policy, "CartPole-v1", config.eval_episodes, config.seed, 0, offset=2_000_029)
+    [fresh] = evaluate(
+        policy, "CartPole-v1", config.eval_episodes, [config.seed], 0, offset=2_000_029
+    )
     assert fresh == (result.returned_fresh_return, result.returned_fresh_std)
 
 
@@ -509,3 +514,25 @@ def test_rl_train_spreads_populations_over_workers_with_a_run_per_seed(tmp_path,
         ]
     assert len({r["mlflow_run_id"] for r in summary["seeds"]}) == 5
     assert rl_main(["evaluate", "--checkpoint", "checkpoints/seed-3", "--episodes", "2"]) == 0
+
+
+def test_policies_evaluated_side_by_side_score_what_each_scores_alone():
+    """A population's members are evaluated together (one batched product per step); each
+    scores exactly what it scores evaluated alone, as ``rl evaluate`` evaluates it."""
+    seeds = [10, 11, 12]
+    together = evaluate(
+        dqn.QNetwork(4, 2, [32], True, seeds=[0, 1, 2]).greedy_numpy(), "CartPole-v1", 4, seeds, 7
+    )
+    for k, seed in enumerate(seeds):
+        member = dqn.QNetwork(4, 2, [32], True, seeds=[k])  # initialised as member k was
+        assert evaluate(member.greedy_numpy(), "CartPole-v1", 4, [seed], 7) == [together[k]]
+    assert len(set(together)) == 3  # the members play differently: the check has teeth
+
+
+def test_a_narrow_layer_turned_for_speed_gives_autograd_gradients():
+    """The Q-head's products are turned for speed (dqn.NarrowLinear); its gradients are
+    autograd's, checked numerically in double precision."""
+    shapes = [(3, 5, 7), (3, 7, 2), (3, 1, 2)]  # h [K, batch, in], w [K, in, out], b [K, 1, out]
+    h, w, b = (torch.randn(s, dtype=torch.double, requires_grad=True) for s in shapes)
+    assert torch.autograd.gradcheck(dqn.NarrowLinear.apply, (h, w, b))
+    torch.testing.assert_close(dqn.stacked_linear(h, w, b), torch.baddbmm(b, h, w))
