@@ -15,9 +15,9 @@ episodes (solved: >= 475). Needs the benchmark-only extra: pip install -e '.[ben
 
 Then the time split of one population of 8 (one more run, in this process, 2 threads):
 where its seconds go, per 1,000 aggregate env steps, measured by wrapping the pieces
-(environment steps, replay: adding, sampling, stacking; acting; the gradient step's
-forward and backward, its per-member clipping, Adam; evaluation; the rest is the loop's
-own Python).
+(environment steps, replay: adding, sampling, stacking; acting; the target network's
+forward, computed ahead for several steps; the gradient step's forward and backward, its
+per-member clipping, Adam; evaluation; the rest is the loop's own Python).
 
     python benchmarks/rl_population.py [--steps 50000] [--seeds 8] [--split-only]
 """
@@ -29,7 +29,7 @@ import json
 import multiprocessing
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,21 @@ def time_split(seeds: list[int], steps: int) -> dict[str, float]:
         finally:
             evaluating[0] = False
 
+    phase = dqn.phase
+
+    def timed_phase(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        """The phase's own seconds, less its replay's: the target network's forward."""
+        batches = phase(*args, **kwargs)
+        while True:
+            started, replay = time.perf_counter(), clock["replay"]
+            item = next(batches, None)
+            clock["target forward"] += time.perf_counter() - started - clock["replay"] + replay
+            if item is None:
+                return
+            yield item
+
     dqn.make_envs, dqn.QNetwork.greedy_numpy = timed_envs, timed_greedy
+    dqn.phase = timed_phase
     evaluate = dqn.evaluate
     dqn.evaluate = timed("evaluation", timed_evaluate)
     dqn.gradient_step = timed("gradient step", dqn.gradient_step)
