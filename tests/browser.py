@@ -8,6 +8,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # as root, with no sandbox and no calls home (the machine's network is closed)
@@ -19,8 +22,13 @@ FLAGS = [
 
 @contextmanager
 def fresh_browser() -> Iterator:
-    """A Playwright browser context on a new, empty profile."""
+    """A Playwright browser context on a new, empty profile. Without Chromium the test
+    fails in one line that says how to get it (Playwright's own error is a traceback)."""
     from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's "
+                    "(apt-get install chromium)", pytrace=False)  # fmt: skip
 
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
