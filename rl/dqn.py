@@ -488,14 +488,15 @@ def phase(
         return
     drawn = stack([buffer.sample(config.gradient_steps * config.batch_size) for buffer in buffers])
     batches = drawn.split(config.batch_size, dim=1)
-    chunk = TARGET_CHUNK if config.tau >= 1 else 1
-    for first in range(0, len(batches), chunk):
-        part = batches[first : first + chunk]
-        next_targets: Sequence[torch.Tensor | None] = [None] * len(part)
-        if config.tau >= 1:
-            rows = slice(first * config.batch_size, (first + len(part)) * config.batch_size)
-            with torch.no_grad():
-                next_targets = target(drawn.next_obs[:, rows]).split(config.batch_size, dim=1)
+    if config.tau < 1:
+        yield from ((batch, None) for batch in batches)
+        return
+    chunk = TARGET_CHUNK
+    parts = [batches[first : first + chunk] for first in range(0, len(batches), chunk)]
+    next_obs_parts = drawn.next_obs.split(chunk * config.batch_size, dim=1)
+    for part, next_obs in zip(parts, next_obs_parts, strict=True):
+        with torch.no_grad():
+            next_targets = target(next_obs).split(config.batch_size, dim=1)
         yield from zip(part, next_targets, strict=True)
 
 
