@@ -114,6 +114,18 @@ def test_the_time_budget_ends_the_search_with_no_sleeping():
     assert [r.seconds for r in loop.records if r.duplicate_of is None] == [1.0] * 4
 
 
+def test_a_child_that_keeps_its_last_epoch_is_told_its_last_figure_not_its_peak():
+    """An annealed child reports each epoch's own dev UAR (the one it would keep if it
+    ended there): a peak mid-schedule is not its figure."""
+    loop = hparam_loop(budget=2)
+
+    def evaluate(trial: int, arch: dict[str, Any]) -> list[float]:
+        return [0.5, 0.9, 0.6]
+
+    run_sequential(loop, evaluate)
+    assert [(r.status, r.epochs, r.dev_uar) for r in loop.records] == [(DONE, 3, 0.6)] * 2
+
+
 def test_a_child_running_past_the_deadline_and_its_grace_is_stopped_as_partial():
     """Children of three 0.5 s epochs; the deadline at 2 s, its grace until 2.5 s: the
     second child is stopped after its second epoch, told to TPE as a pruned trial."""

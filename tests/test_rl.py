@@ -36,6 +36,7 @@ def random_return(env_id: str, episodes: int = 20) -> float:
     env = gym.make(env_id)
     env.action_space.seed(0)
     rng = np.random.default_rng(0)
+
     def act(obs: np.ndarray) -> np.ndarray:
         return rng.integers(env.action_space.n, size=obs.shape[:2])
 

@@ -97,7 +97,9 @@ def test_search_tracks_parent_and_nested_children(tmp_path, local_ray, monkeypat
     for run in children:
         history = client.get_metric_history(run.info.run_id, "epoch_dev_uar")
         assert [m.step for m in history] == [1, 2]
-        assert max(m.value for m in history) == pytest.approx(run.data.metrics["dev_uar"])
+        last = max(history, key=lambda m: m.step).value  # one-cycle: the last epoch is kept
+        assert last == pytest.approx(run.data.metrics["dev_uar"])
+        assert run.data.metrics["best_epoch"] == 2
         assert {"train_loss", "n_params", "train_seconds"} <= set(run.data.metrics)
         assert run.data.params["family"] == "rnn" and "layers.0.units" in run.data.params
         assert run.data.params["hparams.epochs"] == "2"  # what it trained with: --epochs 2

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import recall_score
 
 from automl.child.metrics import uar
-from automl.child.trainer import TrainConfig, train_child
+from automl.child.trainer import TrainConfig, split_uar, train_child
 from automl.cli import main
 from automl.data.prepare import load_dataset
 
@@ -42,12 +42,14 @@ def digits():
     return load_dataset("digits")
 
 
-def test_trainer_learns_digits_and_keeps_best_epoch(digits):
-    result = train_child(GRU, digits, TrainConfig(epochs=4, seed=0))
+def test_trainer_learns_digits_and_keeps_the_last_epoch_of_its_annealed_schedule(digits):
+    result = train_child({**GRU, "patience": 1}, digits, TrainConfig(epochs=4, seed=0))
     chance = 1 / digits.n_classes
     assert result.dev_uar > 0.85 > 5 * chance
-    assert result.dev_uar == max(h.dev_uar for h in result.history)
-    assert result.history[result.best_epoch - 1].dev_uar == result.dev_uar
+    assert [h.epoch for h in result.history] == [1, 2, 3, 4]  # no plateau stop: it anneals
+    assert result.best_epoch == 4 and result.dev_uar == result.history[-1].dev_uar
+    assert [h.kept_dev_uar for h in result.history] == [h.dev_uar for h in result.history]
+    assert split_uar(result.architecture, result.state_dict, digits, "devel") == result.dev_uar
     assert result.n_params == sum(v.numel() for v in result.state_dict.values())
     assert result.latency_ms > 0 and result.train_seconds > 0
 
@@ -194,6 +196,8 @@ def test_a_plateau_stops_training_in_the_second_half_and_keeps_the_best_epoch():
     result = train_child(arch, data, TrainConfig(seed=0))
     assert [h.epoch for h in result.history] == [1, 2, 3, 4, 5, 6]  # past half, 2 flat epochs
     assert result.best_epoch == 1 and result.dev_uar == result.history[0].dev_uar
+    assert {h.kept_dev_uar for h in result.history} == {result.dev_uar}  # what ASHA is told
+    assert split_uar(result.architecture, result.state_dict, data, "devel") == result.dev_uar
     assert result.architecture["hparams"]["patience"] == 2
 
 

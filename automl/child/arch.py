@@ -34,13 +34,14 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "class_weighted": False,
     "grad_clip": 5.0,
     "schedule": "onecycle",  # learning rate over training: constant, cosine, onecycle
-    "patience": 5,  # stop after this many epochs without a better dev UAR (0: never)
+    "patience": 5,  # constant rate: stop after this many epochs without a better dev UAR
 }
 SCHEDULES = ("constant", "cosine", "onecycle")
 RNN_KEYS = {
     "family", "cell", "layers", "bidirectional", "pooling", "subsample", "layer_norm", "hparams"
 }  # fmt: skip
 MAX_SUBSAMPLE = 8
+IN_CELL = "in-cell"  # layer_norm of the layers with an in-cell ReLU or sigmoid only
 POOLINGS = ("last", "mean", "stats")
 CNN_KEYS = {"family", "blocks", "dense", "hparams"}
 MLP_KEYS = {"family", "layers", "hparams"}
@@ -127,8 +128,9 @@ def _rnn(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         "pooling": _choice(raw.get("pooling", "stats"), POOLINGS, f"{where}.pooling"),
         # frames stacked k at a time before the first layer (k x fewer steps)
         "subsample": _int_range(raw.get("subsample", 1), f"{where}.subsample", 1, MAX_SUBSAMPLE),
-        # each layer's outputs normalised (LayerNorm) before the next layer reads them
-        "layer_norm": _bool(raw.get("layer_norm", False), f"{where}.layer_norm"),
+        # each layer's outputs normalised (LayerNorm) before the next layer reads them:
+        # every layer's (true), or only those of in-cell ReLU/sigmoid layers ("in-cell")
+        "layer_norm": _layer_norm(raw.get("layer_norm", False), f"{where}.layer_norm"),
         "layers": layers,
     }
 
@@ -247,6 +249,14 @@ def _float(
         raise UserError(
             f"{where}: expected a number {bound}{f' and <= {high}' if high else ''}, got {value!r}"
         )
+    return value
+
+
+def _layer_norm(value: Any, where: str) -> bool | str:
+    if value == IN_CELL:
+        return IN_CELL
+    if not isinstance(value, bool):
+        raise UserError(f"{where}: expected true, false or {IN_CELL!r}, got {value!r}")
     return value
 
 

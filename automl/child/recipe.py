@@ -24,6 +24,10 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     return cls(params, lr=lr, weight_decay=weight_decay)
 
 
+#: schedules that end at a low rate: a child under one keeps its last epoch (the trainer)
+ANNEALED = ("onecycle", "cosine")
+
+
 def make_schedule(
     name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:

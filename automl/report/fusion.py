@@ -4,7 +4,7 @@ models: each member is retrained under the ComParE protocol exactly as one child
 
 The weights are equal: none is chosen, so nothing is fitted on devel, and test is seen
 once. Devel figures come from the members as their searches kept them (trained on train:
-the checkpoint of their best epoch), since the retrained members have learnt from devel;
+the checkpoint of the epoch they kept), since the retrained members have learnt from devel;
 test figures from the retrained members, seed by seed (fused seed s averages every
 member's seed s), mean and spread over the seeds as for one child.
 

@@ -101,7 +101,7 @@ def child_trainable(
                 # stops a trial at max_t). A confirmation trains to its end: in a rung, its
                 # second seed would be judged early against children it already beat.
                 costs = {"n_params": s.n_params, "latency_ms": s.latency_ms}
-                handle.report({METRIC: s.best_dev_uar, "epoch": s.epoch, **costs})
+                handle.report({METRIC: s.kept_dev_uar, "epoch": s.epoch, **costs})
 
         result = train_child(arch, data, config, on_epoch)
         metrics = {

@@ -17,11 +17,13 @@ one and a time budget ends without sleeping.
   reward; with the default objective the reward is the dev UAR itself);
 * a mapping: the child finished; ``dev_uar`` and, optionally, the costs the Ray trainable
   reports (``n_params``, ``latency_ms``, ``epochs``);
-* an iterable of per-epoch results, each a number (that epoch's dev UAR) or a mapping as
-  above: the child's dev UAR is its best epoch's, as :func:`automl.child.train_child`
-  keeps the best epoch. After each epoch the child may be stopped, as Tune asks its
-  stoppers and scheduler at each intermediate report: by ``stop_at`` (the deadline plus
-  its grace: the clock has passed it) or by ``early_stop(trial, epoch, best_dev_uar)``.
+* an iterable of per-epoch results, each a number or a mapping as above: what the child
+  reports after that epoch, the dev UAR of the epoch it would keep if it ended there (as
+  the Ray trainable reports :func:`automl.child.train_child`'s ``kept_dev_uar``); the
+  child's dev UAR is the last one it reported. After each epoch the child may be stopped,
+  as Tune asks its stoppers and scheduler at each intermediate report: by ``stop_at`` (the
+  deadline plus its grace: the clock has passed it) or by
+  ``early_stop(trial, epoch, dev_uar)``.
   The last item of a list or tuple is the final result, as the Ray trainable's last
   epoch is, and nothing stops a child there; a generator cannot say which item is its
   last, so every epoch it yields may be stopped after.
@@ -85,7 +87,7 @@ def run_sequential(
 
 
 class _Outcome:
-    """What one child did: its best dev UAR, costs, epochs, and whether it was stopped."""
+    """What one child did: its dev UAR, costs, epochs, and whether it was stopped."""
 
     def __init__(self) -> None:
         self.dev_uar: float | None = None
@@ -97,8 +99,7 @@ class _Outcome:
         values = dict(result) if isinstance(result, Mapping) else {"dev_uar": result}
         if values.get("dev_uar") is None:
             raise ValueError(f"a result without a dev_uar: {values}")
-        dev_uar = float(values["dev_uar"])
-        self.dev_uar = dev_uar if self.dev_uar is None else max(self.dev_uar, dev_uar)
+        self.dev_uar = float(values["dev_uar"])  # the epoch's kept figure: the latest counts
         self.costs.update({k: values[k] for k in COSTS if values.get(k) is not None})
         if values.get("epochs") is not None:
             self.epochs = int(values["epochs"])
