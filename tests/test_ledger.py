@@ -251,6 +251,30 @@ def test_the_leaders_are_retrained_on_another_seed_and_the_best_has_the_best_mea
     assert restored.best().trial == second and restored.next_child() is None
 
 
+@pytest.mark.parametrize(
+    ("lucky_again", "confirmed", "best"),
+    [(0.85, [0], 0), (0.7, [0, 1], 1)],  # 0.875 > 0.86, 0.84; 0.8 < 0.86, then 0.85 > 0.84
+)
+def test_a_leader_whose_one_reward_is_below_the_best_confirmed_mean_is_not_confirmed(
+    lucky_again: float, confirmed: list[int], best: int
+):
+    """Children 0, 1, 2 score 0.9, 0.86 and 0.84 (the rest 0.5), three leaders to confirm
+    one at a time, each confirmation 0.02 below its leader's figure except child 0's: a
+    leader is retrained only while its one reward is above the best mean so far."""
+    loop = hparam_loop(budget=8, confirmation=Confirmation(leaders=3))
+    first = {0: 0.9, 1: 0.86, 2: 0.84}
+
+    def evaluate(trial: int, arch: dict[str, Any]) -> float:
+        leader = loop.by_trial[trial].confirms
+        if leader is None:
+            return first.get(trial, 0.5)
+        return lucky_again if leader == 0 else first[leader] - 0.02
+
+    run_sequential(loop, evaluate)
+    assert [r.confirms for r in loop.confirmations] == confirmed
+    assert loop.best().trial == best and loop.ended == "trials"
+
+
 def test_a_leader_is_confirmed_while_others_train_and_a_later_leader_too():
     """The budget handed out, one child still training: the leader so far is confirmed at
     once (no worker idles), the loop says more may come, and a child that ends as the new
@@ -303,21 +327,39 @@ def test_a_confirmation_is_not_judged_by_the_early_stop_rule_and_one_cut_short_d
     assert loop.best() is leader
 
 
-def test_the_time_budget_leaves_the_confirmations_their_share():
-    """Children of 10 s, 100 s, two leaders one at a time: the searcher's children start
-    until 80 s, the confirmations at 80 and 90 s, none at 100 s."""
+def _ten_second_children(confirmation_figure: float) -> SearchLoop:
+    """Children of 10 s under a 100 s budget, two leaders to confirm one at a time, each
+    confirmation scoring ``confirmation_figure``."""
     clock = FakeClock(0.0)
     loop = hparam_loop(budget=100, deadline=100.0, clock=clock,
                        confirmation=Confirmation(leaders=2))  # fmt: skip
 
     def evaluate(trial: int, arch: dict[str, Any]) -> float:
         clock.advance(10.0)
-        return toy_uar(arch)
+        return confirmation_figure if loop.by_trial[trial].confirms is not None else toy_uar(arch)
 
     run_sequential(loop, evaluate)
+    return loop
+
+
+def test_the_time_budget_leaves_the_confirmations_their_share():
+    """The searcher's children start until 80 s, the confirmations at 80 and 90 s (the
+    first leader's second seed scores 0: its mean leaves the second leader above it),
+    none at 100 s."""
+    loop = _ten_second_children(0.0)
     assert loop.trained == 8 and len(loop.confirmations) == 2
     assert [r.started for r in loop.confirmations] == [80.0, 90.0]
     assert loop.ended == "time budget" and all(r.status in (DONE, CACHED) for r in loop.records)
+
+
+def test_time_kept_for_a_confirmation_not_needed_goes_back_to_the_searcher():
+    """The first leader's second seed scores 1.0: its mean is above the second leader's
+    one reward, which is then not confirmed, and the searcher's children start again at
+    90 s instead of the workers idling until the deadline."""
+    loop = _ten_second_children(1.0)
+    assert [r.started for r in loop.confirmations] == [80.0]
+    assert [r.started for r in loop.searched][-1] == 90.0 and loop.trained == 9
+    assert loop.ended == "time budget"
 
 
 class CallLog(SearchLoop):

@@ -33,9 +33,11 @@ layers: {count: 2, min: 1, units: [0, 8, 16, 24], activation: [tanh, relu]}
 """
 
 
-def _search(tmp_path: Path, *extra: str, trials: int = 6) -> tuple[int, dict]:
+def _search(
+    tmp_path: Path, *extra: str, trials: int = 6, space_text: str = TINY_SPACE
+) -> tuple[int, dict]:
     space = tmp_path / "space.yaml"
-    space.write_text(TINY_SPACE)
+    space.write_text(space_text)
     out = tmp_path / "summary.json"
     code = main(
         [
@@ -419,13 +421,19 @@ def test_log_models_takes_a_count_or_all(capsys):
 
 @pytest.mark.parametrize("searcher", ["qlearning", "dqn"])
 def test_rl_searchers_run_a_real_search(tmp_path, local_ray, searcher):
-    """Three children with two in flight: rewards reach the agent in whatever order they
-    finish, every child is a finished MLflow run, and the agent's state is saved."""
+    """Three children with two in flight, the first the space's start child: rewards reach
+    the agent in whatever order they finish, every child is a finished MLflow run, and the
+    agent's state is saved."""
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = "start_with: [{layers: [{units: 24, activation: tanh}, {units: 24, activation: tanh}]}]"
     code, summary = _search(
-        tmp_path, "--searcher", searcher, "--tracking-uri", db, "--experiment", searcher, trials=3
-    )
+        tmp_path, "--searcher", searcher, "--tracking-uri", db, "--experiment", searcher,
+        trials=3, space_text=f"{TINY_SPACE}{start}\n",
+    )  # fmt: skip
     assert code == 0 and summary["trained"] == 3
+    first = summary["trials"][0]
+    assert first["architecture"]["layers"] == [{"units": 24, "activation": "tanh"}] * 2
+    assert first["status"] == "done" and first["trial"] == 0
     assert summary["searcher_options"]["explore_fraction"] == 0.5
     client = MlflowClient(db)
     runs = client.search_runs(
@@ -437,6 +445,7 @@ def test_rl_searchers_run_a_real_search(tmp_path, local_ray, searcher):
         weights_only=True,
     )
     assert state["name"] == searcher and state["n_told"] == len(summary["trials"])
+    assert state["queued"] == []  # the start child was proposed, and told like the rest
     space = load_space(tmp_path / "space.yaml").with_fixed(epochs=2)  # as --epochs 2 fixed it
     make_searcher(searcher, space, 0).load_state_dict(state)  # fits its space and options
 

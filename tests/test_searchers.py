@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import hidden_target, told_rewards
 
 from automl.search.ledger import CACHED, DONE, SearchLoop
@@ -145,6 +146,68 @@ def test_state_round_trip_continues_identically(name):
         assert b.best_reward == a.best_reward
         return
     assert told_rewards(a, reward, 10) == told_rewards(b, reward, 10)
+
+
+START_SPACE = """
+family: rnn
+choices: {lr: [0.001, 0.003], subsample: [1, 3]}
+layers: {count: 3, min: 1, units: [0, 40, 120], activation: [tanh, relu]}
+start_with:
+  - lr: 0.003
+    subsample: 1
+    layers: [{units: 120, activation: tanh}, {units: 120, activation: tanh}]
+  - {lr: 0.001, subsample: 3, layers: [{units: 40, activation: relu}]}
+"""
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_a_searcher_proposes_the_spaces_start_children_first_and_learns_from_them(name):
+    """The space's ``start_with`` children come first, in order, as full assignments (the
+    blocks left out absent); the searcher is told them like its own, and a state saved
+    between them (torch.save, weights_only load) still holds the one not yet proposed."""
+    space = parse_space(yaml.safe_load(START_SPACE), "start.yaml")
+    first, second = space.start_with
+    assert space.to_architecture(first)["layers"] == [{"units": 120, "activation": "tanh"}] * 2
+    assert len(space.to_architecture(second)["layers"]) == 1
+    searcher = make_searcher(name, space, 0)
+    searcher.enqueue(*space.start_with)
+    asked = searcher.ask()
+    assert asked.values == first
+    buffer = io.BytesIO()
+    torch.save(searcher.state_dict(), buffer)
+    buffer.seek(0)
+    restored = make_searcher(name, space, 0)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    searcher.tell(asked.id, 0.9)
+    assert searcher.best_reward == 0.9 and searcher.n_told == 1
+    assert searcher.ask().values == restored.ask().values == second
+    assert searcher.state_dict()["queued"] == []  # the searcher's own proposals from here
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{subsample: 1, layers: [{units: 120}]}", r"start_with\[0\].lr: no value"),
+        ("{lr: 0.1, subsample: 1, layers: [{units: 40}]}", r"start_with\[0\].lr: 0.1; one of"),
+        (
+            "{lr: 0.001, subsample: 1, layers: [{units: 80, activation: tanh}]}",
+            r"start_with\[0\].layers\[0\].units: 80; one of \[40, 120\]",
+        ),
+        (
+            "{lr: 0.001, subsample: 1, cell: lstm, layers: [{units: 40, activation: tanh}]}",
+            r"\['cell'\] not decided by the space",
+        ),
+        ("{lr: 0.001, subsample: 1, layers: [{units: 40, activation: tanh}]}", None),
+        ("{lr: 0.001, subsample: 1, layers: [{}, {}, {}, {}]}", "a list of at most 3"),
+    ],
+)
+def test_a_start_child_the_space_cannot_build_is_refused_naming_its_field(entry, message):
+    text = START_SPACE.split("start_with:")[0] + f"start_with:\n  - {entry}\n"
+    if message is None:  # a layer's activation only where it is present: the rest absent
+        assert len(parse_space(yaml.safe_load(text), "s.yaml").start_with) == 1
+        return
+    with pytest.raises(UserError, match=message):
+        parse_space(yaml.safe_load(text), "s.yaml")
 
 
 @pytest.mark.parametrize("name", ["evolution", "tpe"])

@@ -122,11 +122,12 @@ class SearchConfig(DataOptions):
         ),
     )
     confirm: int = field(
-        default=3,
+        default=5,
         metadata=option(
             "before the best child is chosen, the K best are each trained once more on the "
             "next seed, and the best is the one with the highest mean over its seeds (one dev "
-            "UAR favours lucky seeds); at most a tenth of --trials, 0 for none. Within "
+            "UAR favours lucky seeds); one whose reward is not above the best mean confirmed "
+            "so far is skipped; at most a tenth of --trials, 0 for none. Within "
             "--time-budget: the searcher's children stop early enough to leave them time",
             type=non_negative_int,
             metavar="K",

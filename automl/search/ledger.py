@@ -19,7 +19,9 @@ each is trained once more on another seed, and the best is the child with the hi
 reward over its seeds. One dev UAR per child is noisy, and the maximum of many noisy
 figures favours the child that drew a lucky seed (deep, unstable stacks most of all): the
 winner's curse, which a second seed of the few candidates corrects at the cost of a few
-children. Confirmations are not told to the searcher (they are not its proposals) and do
+children. A leader whose one reward is not above the best mean confirmed so far is left
+alone (its mean is expected lower still), so the confirmations go where they can change
+the choice. Confirmations are not told to the searcher (they are not its proposals) and do
 not count against the budget, nor does an early-stopping rule judge them (they train to
 their end); one that fails or is cut by the deadline leaves its leader with one figure.
 """
@@ -129,9 +131,11 @@ class SearchLoop:
 
     @property
     def more_to_come(self) -> bool:
-        """Whether a child still to settle may become a leader to confirm (so the executor
-        asks again later instead of ending the search)."""
-        return any(r.confirms is None for r in self.in_flight.values()) and (
+        """Whether a child still to settle may make a child to start (so the executor asks
+        again later instead of ending the search): a searched child may become a leader to
+        confirm, and a confirmation may free the time kept for the others (its leader's
+        mean may leave them nothing to confirm), which the searcher then gets back."""
+        return bool(self.in_flight) and (
             self.confirmation.leaders > 0 and not self._past(self.deadline)
         )
 
@@ -140,9 +144,11 @@ class SearchLoop:
 
     def _next_searched(self) -> TrialRecord | None:
         while self.trained < self.budget and not self.out_of_time:
-            if self._past(self._search_deadline()):
+            if self._past(self.deadline):
                 self.out_of_time = True
                 return None
+            if self._past(self._search_deadline()):
+                return None  # the time left is the confirmations' (until they need less)
             if self.duplicates_in_a_row >= self.max_duplicates:
                 self.converged = True
                 return None
@@ -165,11 +171,12 @@ class SearchLoop:
         return None
 
     def _search_deadline(self) -> float | None:
-        """When the searcher's last child may start: the deadline, less the confirmations'
-        share of the time (once a finished child says how long one takes)."""
+        """When the searcher's last child may start: the deadline, less the share of the
+        time of the leaders still to confirm (once a finished child says how long one
+        takes)."""
         if self.deadline is None:
             return None
-        left = self.confirmation.leaders - len(self.confirmations)
+        left = sum(r.trial not in self.retrained for r in self.leaders())
         took = [r.seconds for r in self.searched if r.status == DONE and r.seconds]
         if left <= 0 or not took:
             return self.deadline
@@ -191,9 +198,16 @@ class SearchLoop:
         return record
 
     def leaders(self) -> list[TrialRecord]:
-        """The searcher's finished children a confirmation retrains: the best by reward."""
+        """The searcher's finished children a confirmation retrains: the best by reward,
+        except those whose one reward is not above the best mean of a leader confirmed
+        already. Such a child's one figure is itself an optimistic estimate of its mean
+        (it was picked for being high), so its mean is expected below that leader's and a
+        second seed of it would be spent for nothing."""
         done = sorted((r for r in self.searched if r.status == DONE), key=lambda r: -r.reward)
-        return done[: self.confirmation.leaders]
+        means = [self.mean_reward(r) for r in done if len(self.seeds_of(r)) > 1]
+        bar = max(means, default=float("-inf"))
+        top = done[: self.confirmation.leaders]
+        return [r for r in top if r.trial in self.retrained or r.reward > bar]
 
     @property
     def searched(self) -> list[TrialRecord]:

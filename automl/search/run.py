@@ -81,6 +81,8 @@ def run_search(
     json_path = check_writable(Path(config.json), "--json") if config.json else None
     faults = FaultPlan.from_env(config.folder)
     saved, earlier = _saved_states(config, searcher)
+    if not saved:  # a resumed searcher's state holds what it still has to propose
+        searcher.enqueue(*space.start_with)
     resources = config.child_resources()
     resources.check_fields(space_fields(space))
     plan = _job_plan(config, resources.requests())

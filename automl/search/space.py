@@ -10,6 +10,14 @@ its other decisions are then inactive. The first ``min`` blocks never take width
     fixed: {cell: gru}
     layers: {count: 5, min: 1, units: [0, 40, 80, 120, 160, 200], activation: [tanh, relu, sigmoid]}
     choices: {lr: [0.001, 0.003]}
+    start_with:                    # trained first: the model one would build by hand
+      - {layers: [{units: 120, activation: tanh}, {units: 120, activation: tanh}], lr: 0.003}
+
+``start_with`` lists children the search trains before its searcher proposes any (as
+Optuna's ``enqueue_trial`` or Ray Tune's ``points_to_evaluate``): each gives a value to
+every decision (blocks it leaves out are absent), so the search starts from the model a
+researcher would train first and has to beat it; the searcher learns from them as from
+its own proposals.
 
 Searchers see only decisions (name, choices, when active); turning their values into
 an architecture is this module's job, so every searcher serves every space.
@@ -30,7 +38,9 @@ import yaml
 from automl.child.arch import HPARAM_DEFAULTS, arch_key, normalize
 from runtime.errors import UserError
 
-SPACE_KEYS = {"name", "description", "family", "fixed", "choices", "layers", "blocks"}
+SPACE_KEYS = {
+    "name", "description", "family", "fixed", "choices", "layers", "blocks", "start_with",
+}  # fmt: skip
 BLOCK_KEY = {"rnn": "layers", "cnn": "blocks", "mlp": "layers"}
 WIDTH_KEY = {"rnn": "units", "cnn": "filters", "mlp": "units"}
 MAX_BLOCKS = 8
@@ -57,6 +67,7 @@ class SearchSpace:
     decisions: tuple[Decision, ...]
     block_count: int
     block_fixed: dict[str, Any]
+    start_with: tuple[dict[str, Any], ...] = ()  # values of children to train first
 
     @property
     def sizes(self) -> list[int]:
@@ -253,7 +264,41 @@ def parse_space(raw: Any, where: str, default_name: str = "space") -> SearchSpac
         block_fixed,
     )
     _check_architectures(space, where)
-    return space
+    starts = raw.get("start_with", [])
+    if not isinstance(starts, list):
+        raise UserError(f"search space {where}: start_with: expected a list of children")
+    first = [_start_values(space, e, f"{where}: start_with[{i}]") for i, e in enumerate(starts)]
+    return dataclasses.replace(space, start_with=tuple(first))
+
+
+def _start_values(space: SearchSpace, entry: Any, where: str) -> dict[str, Any]:
+    """The decisions' values of one ``start_with`` child, written as the space's own keys
+    (a decision's name, and the block list with a mapping per block): every decision
+    needs a value, except those of blocks left out (absent) and inactive ones."""
+    entry = _mapping(entry, where)
+    key, width = BLOCK_KEY[space.family], WIDTH_KEY[space.family]
+    blocks = entry.pop(key, [])
+    if not isinstance(blocks, list) or len(blocks) > space.block_count:
+        raise UserError(f"search space {where}: {key}: a list of at most {space.block_count}")
+    blocks = [_mapping(b, f"{where}: {key}[{i}]") for i, b in enumerate(blocks)]
+    values: dict[str, Any] = {}
+    for d in space.decisions:
+        if d.name.startswith("block."):
+            _, index, field = d.name.split(".")
+            block = blocks[int(index)] if int(index) < len(blocks) else {width: 0}
+            value, name = block.pop(field, None), f"{key}[{index}].{field}"
+        else:
+            value, name = entry.pop(d.name, None), d.name
+        if not space.is_active(d, values):
+            value = d.choices[0]  # irrelevant: the decision is inactive
+        elif value not in d.choices:
+            found = "no value" if value is None else f"{value!r}"
+            raise UserError(f"search space {where}.{name}: {found}; one of {list(d.choices)}")
+        values[d.name] = value
+    left = sorted(entry) + [f"{key}[{i}].{f}" for i, b in enumerate(blocks) for f in b]
+    if left:
+        raise UserError(f"search space {where}: {left} not decided by the space (fixed or unknown)")
+    return values
 
 
 def _blocks(raw: dict, family: str, where: str) -> tuple[int, dict[str, Any], list[Decision]]:

@@ -26,10 +26,13 @@ The life of a proposal, which is all a new searcher's author needs to know:
    policy (REINFORCE, TPE, evolution) or skip it (the value-based RL searchers, whose
    memory holds each child once). Schedules over the search count ``n_fresh``.
 
-3. ``warm_start(children)`` tells, before the first proposal, the results of children an
+3. ``enqueue(values)`` queues a child to propose before the searcher's own (the space's
+   ``start_with``, as Optuna's ``enqueue_trial``): ``ask`` hands it out under the next id
+   and calls the subclass's ``_adopt(proposal_id, values)``, which sets up what
+   ``_observe`` needs for a proposal the searcher did not make.
+   ``warm_start(children)`` tells, before the first proposal, the results of children an
    earlier search trained (``automl search --warm-start``): each gets an id as if asked,
-   the subclass's ``_adopt(proposal_id, values)`` sets up what ``_observe`` needs for a
-   proposal it did not make, and it is told like any other.
+   is adopted the same way, and is told like any other.
 
 4. ``state_dict()`` / ``load_state_dict()`` save and restore everything (a resumed
    search continues as if it never stopped). The state holds plain containers,
@@ -93,6 +96,7 @@ class Searcher(ABC):
         self.rng = np.random.default_rng(seed)
         self.next_id = 0
         self.pending: dict[int, dict[str, Any]] = {}
+        self.queued: list[dict[str, Any]] = []  # enqueued children, proposed first
         self.best_reward = float("-inf")
         self.n_told = 0
         self.n_failed = 0
@@ -107,9 +111,18 @@ class Searcher(ABC):
     def ask(self) -> Proposal:
         proposal_id = self.next_id
         self.next_id += 1
-        proposal = Proposal(proposal_id, self._propose(proposal_id))
-        self.pending[proposal.id] = proposal.values
-        return proposal
+        if self.queued:
+            values = self.queued.pop(0)
+            self._adopt(proposal_id, values)
+        else:
+            values = self._propose(proposal_id)
+        self.pending[proposal_id] = values
+        return Proposal(proposal_id, values)
+
+    def enqueue(self, *children: dict[str, Any]) -> None:
+        """Propose these children (one value per decision each) before any of the
+        searcher's own, in this order."""
+        self.queued.extend(dict(values) for values in children)
 
     def tell(
         self,
@@ -173,6 +186,7 @@ class Searcher(ABC):
             "seed": self.seed,
             "rng": self.rng.bit_generator.state,
             "next_id": self.next_id,
+            "queued": [dict(values) for values in self.queued],
             "best_reward": self.best_reward,
             "n_told": self.n_told,
             "n_failed": self.n_failed,
@@ -188,6 +202,7 @@ class Searcher(ABC):
         self.seed = state["seed"]
         self.rng.bit_generator.state = state["rng"]
         self.next_id = state["next_id"]
+        self.queued = [dict(values) for values in state.get("queued", [])]
         self.best_reward = state["best_reward"]
         self.n_told = state["n_told"]
         self.n_failed = state["n_failed"]
