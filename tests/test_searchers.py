@@ -199,6 +199,7 @@ def test_a_searcher_proposes_the_spaces_start_children_first_and_learns_from_the
         ),
         ("{lr: 0.001, subsample: 1, layers: [{units: 40, activation: tanh}]}", None),
         ("{lr: 0.001, subsample: 1, layers: [{}, {}, {}, {}]}", "a list of at most 3"),
+        ("{lr: 0.001, subsample: 1}", r"start_with\[0\].layers\[0\].units: left out; one of"),
     ],
 )
 def test_a_start_child_the_space_cannot_build_is_refused_naming_its_field(entry, message):

@@ -285,14 +285,15 @@ def _start_values(space: SearchSpace, entry: Any, where: str) -> dict[str, Any]:
     for d in space.decisions:
         if d.name.startswith("block."):
             _, index, field = d.name.split(".")
-            block = blocks[int(index)] if int(index) < len(blocks) else {width: 0}
+            given = int(index) < len(blocks)
+            block = blocks[int(index)] if given else {width: 0}
             value, name = block.pop(field, None), f"{key}[{index}].{field}"
         else:
-            value, name = entry.pop(d.name, None), d.name
+            given, value, name = True, entry.pop(d.name, None), d.name
         if not space.is_active(d, values):
             value = d.choices[0]  # irrelevant: the decision is inactive
         elif value not in d.choices:
-            found = "no value" if value is None else f"{value!r}"
+            found = "left out" if not given else "no value" if value is None else f"{value!r}"
             raise UserError(f"search space {where}.{name}: {found}; one of {list(d.choices)}")
         values[d.name] = value
     left = sorted(entry) + [f"{key}[{i}].{f}" for i, b in enumerate(blocks) for f in b]
