@@ -132,6 +132,8 @@ def search_and_evaluate(
     return {
         **children_counts(summary, n_classes),
         "best_dev_uar": summary["best"]["dev_uar"] if summary["best"] else None,
+        # the space's start children (the model one would build by hand), trained to the end
+        "start_dev_uar": [t["dev_uar"] for t in summary["trials"] if t.get("start")],
         # over its seeds, when the search confirmed its leaders (an older checkout did not)
         "best_dev_uar_mean": (summary["best"] or {}).get("dev_uar_mean"),
         "best": summary["best"]["architecture"] if summary["best"] else None,
@@ -198,8 +200,12 @@ def print_row(row: dict) -> None:
             continue
         dev = "-" if r["best_dev_uar"] is None else f"{r['best_dev_uar']:.3f}"
         test = "-" if r["test_uar"] is None else f"{r['test_uar']:.3f} +- {r['test_uar_std']:.3f}"
+        start = "".join(
+            f" (start child {u:.3f})" for u in r.get("start_dev_uar") or [] if u is not None
+        )
         print(f"  {name:17} children {r['children']:3} failed {r['failed']} (NaN {r['nan']}) "
-              f"retried {r['retried']} at chance {r['at_chance_first_rung']}  best dev {dev}  "
+              f"retried {r['retried']} at chance {r['at_chance_first_rung']}  "
+              f"best dev {dev}{start}  "
               f"test {test}  ({r['search_seconds']:.0f} s + {r['evaluate_seconds'] or 0:.0f} s "
               f"evaluate, {r['children_per_hour']:.0f}/h)")  # fmt: skip
 

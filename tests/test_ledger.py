@@ -327,6 +327,27 @@ def test_a_confirmation_is_not_judged_by_the_early_stop_rule_and_one_cut_short_d
     assert loop.best() is leader
 
 
+def test_a_start_child_is_not_judged_by_the_early_stop_rule():
+    """The rule stops every child after its first epoch, but not the space's start child
+    (``seed_gru``'s 2 x 120 tanh, the model the search is measured against): it trains its
+    three epochs and is the best, while the others keep one epoch each."""
+    space = load_space("seed_gru")
+    searcher = make_searcher("random", space, 0)
+    searcher.enqueue(*space.start_with)  # as a search that is not resumed does
+    loop = SearchLoop(searcher, space, 5, IDENTITY)
+
+    def evaluate(trial: int, arch: dict[str, Any]) -> list[float]:
+        return [0.4, 0.5, 0.6]
+
+    run_sequential(loop, evaluate, early_stop=lambda trial, epoch, best: True)
+    first, *others = [r for r in loop.records if r.duplicate_of is None]
+    tanh_120 = {"units": 120, "activation": "tanh"}
+    assert first.start and first.architecture["layers"] == [tanh_120] * 2
+    assert (first.status, first.epochs, first.dev_uar) == (DONE, 3, 0.6)
+    assert others and all(not r.start and (r.status, r.epochs) == (STOPPED, 1) for r in others)
+    assert loop.best() is first
+
+
 def _ten_second_children(confirmation_figure: float) -> SearchLoop:
     """Children of 10 s under a 100 s budget, two leaders to confirm one at a time, each
     confirmation scoring ``confirmation_figure``."""

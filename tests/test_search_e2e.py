@@ -433,7 +433,8 @@ def test_rl_searchers_run_a_real_search(tmp_path, local_ray, searcher):
     assert code == 0 and summary["trained"] == 3
     first = summary["trials"][0]
     assert first["architecture"]["layers"] == [{"units": 24, "activation": "tanh"}] * 2
-    assert first["status"] == "done" and first["trial"] == 0
+    assert first["status"] == "done" and first["trial"] == 0 and first["start"]
+    assert not any(t["start"] for t in summary["trials"][1:])
     assert summary["searcher_options"]["explore_fraction"] == 0.5
     client = MlflowClient(db)
     runs = client.search_runs(
@@ -521,6 +522,25 @@ def test_a_state_saved_before_reruns_were_guarded_is_read_by_what_it_holds(
     code, _ = _digits_search(tmp_path, *args)
     err = capsys.readouterr().err
     assert code == 2 and "holds an interrupted search (1 of 1 children" in err
+
+
+def test_asha_never_stops_a_start_child(tmp_path, local_ray):
+    """Two start children, one at a time: the second (a slow learning rate, narrow) is below
+    the first at the first rung, where ASHA would stop it; a start child trains to its end."""
+    good = "{lr: 0.03, layers: [{units: 32, activation: tanh}]}"
+    slow = "{lr: 0.0003, layers: [{units: 8, activation: tanh}]}"
+    (tmp_path / "start.yaml").write_text(f"{DIGITS_SPACE}start_with: [{good}, {slow}]\n")
+    code, summary = _digits_search(
+        tmp_path,
+        *("--space", str(tmp_path / "start.yaml"), "--searcher", "random", "--trials", "3"),
+        *("--epochs", "3", "--workers", "1", "--confirm", "0"),
+        *("--early-stop", "asha", "--grace-epochs", "1"),
+    )
+    assert code == 0
+    first, second, third = summary["trials"]
+    assert first["start"] and second["start"] and not third["start"]
+    assert second["dev_uar"] < first["dev_uar"]
+    assert [(t["status"], t["epochs"]) for t in (first, second)] == [("done", 3)] * 2
 
 
 def test_asha_stops_hopeless_children_the_objective_trades_off_and_the_leader_is_confirmed(

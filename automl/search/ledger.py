@@ -61,6 +61,7 @@ class TrialRecord:
     adopted: bool = False  # finished after the driver died; the searcher never saw it
     duplicate_of: int | None = None  # the trial that trained this child, when a duplicate
     confirms: int | None = None  # the leader this retrains on another seed (a confirmation)
+    start: bool = False  # one of the space's start_with children: trains to its end
     started: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
@@ -103,6 +104,9 @@ class SearchLoop:
         self.identity = identity  # (data fingerprint, seed): with the architecture, what
         # makes two children identical (the architecture holds every hyperparameter)
         self.on_update = on_update
+        # the children the search is measured against: no early-stopping rule judges them
+        # on their first epochs, so the leaderboard holds their full figure
+        self.start_keys = {arch_key(space.to_architecture(v), *identity) for v in space.start_with}
         self.records: list[TrialRecord] = []
         self.by_trial: dict[int, TrialRecord] = {}
         self.next_trial = 0
@@ -155,7 +159,8 @@ class SearchLoop:
             proposal = self.searcher.ask()
             arch = self.space.to_architecture(proposal.values)
             key = arch_key(arch, *self.identity)
-            record = TrialRecord(self.next_trial, proposal.id, arch, key, started=self.clock())
+            record = TrialRecord(self.next_trial, proposal.id, arch, key, started=self.clock(),
+                                 start=key in self.start_keys)  # fmt: skip
             self._add(record)
             original = self.finished.get(record.key) or self.in_flight.get(record.key)
             if original is None:

@@ -74,13 +74,18 @@ def child_trainable(
 ) -> None:
     """Runs in a Ray worker: train one child, its epochs logged to its nested MLflow run
     (``config``'s ``seed`` and ``leader`` when it is a confirmation: the seed it trains on, and
-    the leader it retrains)."""
+    the leader it retrains; ``start`` when it is one of the space's start children)."""
     trial, arch = config["trial"], config["architecture"]
     dataset = features.of(arch)
     seeded = dataclasses.replace(train_config, seed=config.get("seed", train_config.seed))
     tags = {ROLE_TAG: "child", ARCHITECTURE_TAG: json.dumps(arch, sort_keys=True)}
     name = child_run_name(trial)
     leader = config.get("leader")
+    # a confirmation and a start child train to their end: in a rung, a leader's second
+    # seed would be judged early against children it already beat, and the model the
+    # search is measured against on its first epochs (on long utterances a full-rate
+    # child learns slower early on than a subsampled one it ends above)
+    judged = not leader and not config.get("start")
     if leader:
         tags |= {ROLE_TAG: CONFIRMATION, CONFIRMS_TAG: leader["run_id"] or ""}
         tags[SEED_TAG] = str(seeded.seed)
@@ -96,10 +101,9 @@ def child_trainable(
         def on_epoch(s: EpochStats) -> None:
             metrics = {"epoch_dev_uar": s.dev_uar, "train_loss": s.train_loss}
             handle.log(s.epoch, {**metrics, "epoch_seconds": s.seconds})
-            if s.epoch < epochs and not leader:  # what an early-stopping scheduler (or the
+            if s.epoch < epochs and judged:  # what an early-stopping scheduler (or the
                 # deadline) decides on; the last epoch's is the final result (a scheduler
-                # stops a trial at max_t). A confirmation trains to its end: in a rung, its
-                # second seed would be judged early against children it already beat.
+                # stops a trial at max_t)
                 costs = {"n_params": s.n_params, "latency_ms": s.latency_ms}
                 handle.report({METRIC: s.kept_dev_uar, "epoch": s.epoch, **costs})
 
@@ -172,6 +176,8 @@ class LoopSearcher(TuneSearcher):
             leader = self.loop.by_trial[record.confirms]
             config["leader"] = {"trial": leader.trial, "run_id": leader.mlflow_run_id}
             config["seed"] = self.seed + self.loop.confirmation.seed
+        if record.start:
+            config["start"] = True
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

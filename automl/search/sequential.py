@@ -23,7 +23,9 @@ one and a time budget ends without sleeping.
   child's dev UAR is the last one it reported. After each epoch the child may be stopped,
   as Tune asks its stoppers and scheduler at each intermediate report: by ``stop_at`` (the
   deadline plus its grace: the clock has passed it) or by
-  ``early_stop(trial, epoch, dev_uar)``.
+  ``early_stop(trial, epoch, dev_uar)``, which never judges a confirmation or a start
+  child (``record.start``: one of the space's ``start_with``, the model the search is
+  measured against, trained to its end).
   The last item of a list or tuple is the final result, as the Ray trainable's last
   epoch is, and nothing stops a child there; a generator cannot say which item is its
   last, so every epoch it yields may be stopped after.
@@ -76,7 +78,8 @@ def run_sequential(
             return
         trial = record.trial
         try:
-            rule = early_stop if record.confirms is None else None  # a confirmation trains on
+            # a confirmation and a start child train to their end
+            rule = early_stop if record.confirms is None and not record.start else None
             outcome = _train(loop, trial, evaluate(trial, record.architecture), stop_at, rule)
         except Exception as exc:  # the child's own failure: recorded, and the search goes on
             error = f"{type(exc).__name__}: {exc}"[:2000]
