@@ -524,9 +524,10 @@ def test_a_state_saved_before_reruns_were_guarded_is_read_by_what_it_holds(
     assert code == 2 and "holds an interrupted search (1 of 1 children" in err
 
 
-def test_asha_never_stops_a_start_child(tmp_path, local_ray):
+def test_asha_never_stops_a_start_child(tmp_path, local_ray, capsys):
     """Two start children, one at a time: the second (a slow learning rate, narrow) is below
-    the first at the first rung, where ASHA would stop it; a start child trains to its end."""
+    the first at the first rung, where ASHA would stop it; a start child trains to its end,
+    and the report puts each beside the best child."""
     good = "{lr: 0.03, layers: [{units: 32, activation: tanh}]}"
     slow = "{lr: 0.0003, layers: [{units: 8, activation: tanh}]}"
     (tmp_path / "start.yaml").write_text(f"{DIGITS_SPACE}start_with: [{good}, {slow}]\n")
@@ -541,6 +542,15 @@ def test_asha_never_stops_a_start_child(tmp_path, local_ray):
     assert first["start"] and second["start"] and not third["start"]
     assert second["dev_uar"] < first["dev_uar"]
     assert [(t["status"], t["epochs"]) for t in (first, second)] == [("done", 3)] * 2
+    out, best = capsys.readouterr().out, summary["best"]
+    for t, name in ((first, "gru[32t]"), (second, "gru[8t]")):
+        versus = (
+            "no child the searcher proposed beat it: it is the best"
+            if best["trial"] == t["trial"]
+            else f"the best child is {best['dev_uar'] - t['dev_uar']:+.4f} on dev"
+        )
+        line = f"start child {t['trial']} ({name}, done): dev UAR {t['dev_uar']:.4f}; {versus}"
+        assert line in out
 
 
 def test_asha_stops_hopeless_children_the_objective_trades_off_and_the_leader_is_confirmed(

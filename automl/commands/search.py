@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     _print_baselines(console, summary)
+    _print_start_children(console, summary)
     for t in summary["trials"]:
         if t.get("note"):
             console.print(f"child {t['trial']}: {t['note']}", soft_wrap=True)
@@ -103,6 +104,26 @@ def _print_baselines(console: Console, summary: dict[str, Any]) -> None:
             delta = best["dev_uar_mean"] - found.dev_uar
             versus = f"; the best child is {delta:+.4f} on dev"
         console.print(f"{found.describe()}{versus}", soft_wrap=True)
+
+
+def _print_start_children(console: Console, summary: dict[str, Any]) -> None:
+    """The space's start children (the model one would build by hand), beside the best."""
+    best = summary["best"]
+    seeded = {c["trial"]: c for c in summary["confirmed"] if c["seeds"] > 1}
+    for t in summary["trials"]:
+        if not t["start"] or t["duplicate_of"] is not None or t["dev_uar"] is None:
+            continue
+        uar, over = t["dev_uar"], ""
+        if t["trial"] in seeded:
+            uar, over = seeded[t["trial"]]["dev_uar_mean"], " (mean of its seeds)"
+        versus = f"; the best child is {best['dev_uar_mean'] - uar:+.4f} on dev" if best else ""
+        if best and best["trial"] == t["trial"]:
+            versus = "; no child the searcher proposed beat it: it is the best"
+        console.print(
+            f"start child {t['trial']} ({describe(t['architecture'])}, {t['status']}): "
+            f"dev UAR {uar:.4f}{over}{versus}",
+            soft_wrap=True,
+        )
 
 
 class ProgressLine:
