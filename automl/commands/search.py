@@ -113,10 +113,12 @@ def _print_start_children(console: Console, summary: dict[str, Any]) -> None:
     for t in summary["trials"]:
         if not t["start"] or t["duplicate_of"] is not None or t["dev_uar"] is None:
             continue
-        uar, over = t["dev_uar"], ""
+        uar, over = t["dev_uar"], " (one seed)"
         if t["trial"] in seeded:
             uar, over = seeded[t["trial"]]["dev_uar_mean"], " (mean of its seeds)"
         versus = f"; the best child is {best['dev_uar_mean'] - uar:+.4f} on dev" if best else ""
+        if best and best["seeds"] > 1 and t["trial"] not in seeded:
+            versus += f" (its mean over {best['seeds']} seeds: confirmed children rank first)"
         if best and best["trial"] == t["trial"]:
             versus = "; no child the searcher proposed beat it: it is the best"
         console.print(
