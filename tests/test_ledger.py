@@ -334,12 +334,15 @@ def test_a_start_child_is_not_judged_by_the_early_stop_rule():
     space = load_space("seed_gru")
     searcher = make_searcher("random", space, 0)
     searcher.enqueue(*space.start_with)  # as a search that is not resumed does
+    searcher.enqueue(*space.start_with)  # proposed again: a duplicate, not a start child
     loop = SearchLoop(searcher, space, 5, IDENTITY)
 
     def evaluate(trial: int, arch: dict[str, Any]) -> list[float]:
         return [0.4, 0.5, 0.6]
 
     run_sequential(loop, evaluate, early_stop=lambda trial, epoch, best: True)
+    again = loop.records[1]
+    assert (again.duplicate_of, again.start) == (0, False)
     first, *others = [r for r in loop.records if r.duplicate_of is None]
     tanh_120 = {"units": 120, "activation": "tanh"}
     assert first.start and first.architecture["layers"] == [tanh_120] * 2

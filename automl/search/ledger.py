@@ -159,11 +159,11 @@ class SearchLoop:
             proposal = self.searcher.ask()
             arch = self.space.to_architecture(proposal.values)
             key = arch_key(arch, *self.identity)
-            record = TrialRecord(self.next_trial, proposal.id, arch, key, started=self.clock(),
-                                 start=key in self.start_keys)  # fmt: skip
+            record = TrialRecord(self.next_trial, proposal.id, arch, key, started=self.clock())
             self._add(record)
             original = self.finished.get(record.key) or self.in_flight.get(record.key)
             if original is None:
+                record.start = key in self.start_keys  # a duplicate of one is not trained
                 self.duplicates_in_a_row = 0
                 self.in_flight[record.key] = record
                 return record
