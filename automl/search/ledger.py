@@ -64,6 +64,13 @@ class TrialRecord:
     start: bool = False  # one of the space's start_with children: trains to its end
     started: float = field(default_factory=time.time)
 
+    @property
+    def judged(self) -> bool:
+        """Whether an early-stopping rule may stop it: not a confirmation (in a rung, a
+        leader's second seed would be judged against children it already beat), not a
+        start child (the model the search is measured against keeps its full figure)."""
+        return self.confirms is None and not self.start
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("started")

@@ -74,18 +74,14 @@ def child_trainable(
 ) -> None:
     """Runs in a Ray worker: train one child, its epochs logged to its nested MLflow run
     (``config``'s ``seed`` and ``leader`` when it is a confirmation: the seed it trains on, and
-    the leader it retrains; ``start`` when it is one of the space's start children)."""
+    the leader it retrains; ``to_end`` when no early-stopping rule may stop it)."""
     trial, arch = config["trial"], config["architecture"]
     dataset = features.of(arch)
     seeded = dataclasses.replace(train_config, seed=config.get("seed", train_config.seed))
     tags = {ROLE_TAG: "child", ARCHITECTURE_TAG: json.dumps(arch, sort_keys=True)}
     name = child_run_name(trial)
     leader = config.get("leader")
-    # a confirmation and a start child train to their end: in a rung, a leader's second
-    # seed would be judged early against children it already beat, and the model the
-    # search is measured against on its first epochs (on long utterances a full-rate
-    # child learns slower early on than a subsampled one it ends above)
-    judged = not leader and not config.get("start")
+    judged = not config.get("to_end")  # a confirmation and a start child train to their end
     if leader:
         tags |= {ROLE_TAG: CONFIRMATION, CONFIRMS_TAG: leader["run_id"] or ""}
         tags[SEED_TAG] = str(seeded.seed)
@@ -176,8 +172,8 @@ class LoopSearcher(TuneSearcher):
             leader = self.loop.by_trial[record.confirms]
             config["leader"] = {"trial": leader.trial, "run_id": leader.mlflow_run_id}
             config["seed"] = self.seed + self.loop.confirmation.seed
-        if record.start:
-            config["start"] = True
+        if not record.judged:
+            config["to_end"] = True  # no early-stopping rule judges it (TrialRecord.judged)
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -78,8 +78,7 @@ def run_sequential(
             return
         trial = record.trial
         try:
-            # a confirmation and a start child train to their end
-            rule = early_stop if record.confirms is None and not record.start else None
+            rule = early_stop if record.judged else None
             outcome = _train(loop, trial, evaluate(trial, record.architecture), stop_at, rule)
         except Exception as exc:  # the child's own failure: recorded, and the search goes on
             error = f"{type(exc).__name__}: {exc}"[:2000]
