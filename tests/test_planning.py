@@ -13,6 +13,7 @@ from automl.child import arch_key
 from automl.search.ledger import SearchLoop
 from automl.search.searchers import SEARCHERS, Status, make_searcher
 from automl.search.searchers.model import Encoding, make_model
+from automl.search.searchers.planning import Planner, PlanningOptions
 from automl.search.space import load_space, parse_space
 
 RL = ("reinforce", "qlearning", "dqn")
@@ -138,6 +139,36 @@ def test_a_resumed_model_based_search_proposes_what_the_uninterrupted_one_would(
         b.load_state_dict(torch.load(saved, weights_only=True))
         assert b.planner.active
         assert told_rewards(a, reward, 5) == told_rewards(b, reward, 5), name
+
+
+def _planner_told(space, rows, rewards, **options):
+    planner = Planner(space, PlanningOptions(**options), seed=0)
+    for values, reward in zip(rows, rewards, strict=True):
+        planner.observe(values, reward, Status.COMPLETE, repeated=False)
+    return planner
+
+
+def test_the_model_fits_the_order_of_the_rewards_not_their_scale():
+    """The copula warp (the default): a monotone change of the rewards (a cube and a
+    shift) changes no estimate and so no proposal; without it the same change does. What
+    is imagined comes back on the rewards' own scale, inside the told range."""
+    space = load_space("seed_gru")
+    reward = hidden_target(space)
+    rows, candidates = _random_rows(space, 40), _random_rows(space, 200, seed=1)
+    raw = np.array([reward(v) for v in rows])
+    cubed = raw**3 - 5
+    x = Encoding(space)(candidates)
+
+    def ranking(planner):
+        return np.argsort(planner.model.predict(x)[0], kind="stable")
+
+    warped = [_planner_told(space, rows, y) for y in (raw, cubed)]
+    assert np.array_equal(ranking(warped[0]), ranking(warped[1]))
+    plain = [_planner_told(space, rows, y, warp="none") for y in (raw, cubed)]
+    assert not np.array_equal(ranking(plain[0]), ranking(plain[1]))
+    imagined = warped[1].imagine(candidates, np.random.default_rng(0))
+    assert cubed.min() <= imagined.min() and imagined.max() <= cubed.max()
+    assert np.corrcoef(imagined, [reward(v) for v in candidates])[0, 1] > 0.3
 
 
 def test_model_none_is_the_model_free_agent():

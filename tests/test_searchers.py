@@ -14,7 +14,7 @@ from conftest import hidden_target, told_rewards
 from automl.search.ledger import CACHED, DONE, SearchLoop
 from automl.search.searchers import SEARCHERS, Status, make_searcher, searcher_class
 from automl.search.space import builtin_names, load_space, parse_space
-from runtime.cli import parse_overrides
+from runtime.cli import build_config, parse_overrides
 from runtime.errors import UserError
 
 
@@ -384,6 +384,13 @@ def test_state_refuses_another_searcher_and_other_options():
 def test_searcher_options_are_checked_against_the_typed_config(name, items, message):
     with pytest.raises(UserError, match=re.escape(message)):
         parse_overrides(searcher_class(name).Config, items, "--searcher-opt")
+
+
+@pytest.mark.parametrize("name", ["reinforce", "qlearning", "dqn"])
+def test_a_planning_option_out_of_its_choices_is_one_line(name):
+    message = "--searcher-opt: warp must be one of ['copula', 'none'], got 'log'"
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_config(searcher_class(name).Config, {"warp": "log"}, "--searcher-opt")
 
 
 def test_searcher_options_parse_and_reach_the_searcher():
