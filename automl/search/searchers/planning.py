@@ -25,7 +25,7 @@ output warping of HEBO, Cowen-Rivers et al. 2022; a Gaussian copula, Salinas et 
 2020). Imagined scores map back to rewards through the told rewards' quantiles, so the
 agents learn on the reward's own scale. ``benchmarks/searcher_efficiency.py`` measured
 it on the three tables: at one in flight the children to random search's best@100 fell
-from 34-39 to 20-24 on digits_wide and from 24-27 to 18-19 on digits_gru, level on
+from 34-39 to 20-24 on digits_wide and from 24-28 to 18-19 on digits_gru, level on
 synth_cnn.
 
 ``model=none`` switches both off (the model-free agents, for comparison). The planner's
