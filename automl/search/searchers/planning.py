@@ -46,8 +46,8 @@ from automl.search.searchers.base import Status
 from automl.search.searchers.model import MODELS, Encoding, make_model
 from automl.search.space import SearchSpace
 
-PARENTS = 5
-WARPS = ("copula", "none")  # the best children so far that mutations start from
+PARENTS = 5  # the best children so far that mutations start from
+WARPS = ("copula", "none")  # what the model fits: the rewards' normal scores, or them
 
 
 @dataclass
