@@ -171,6 +171,25 @@ def test_the_model_fits_the_order_of_the_rewards_not_their_scale():
     assert np.corrcoef(imagined, [reward(v) for v in candidates])[0, 1] > 0.3
 
 
+def test_children_in_flight_count_as_told_at_the_models_estimate():
+    """The kriging believer: a child in flight leaves the model's estimates where they
+    were but takes away its uncertainty there, so the next proposal goes elsewhere;
+    ``in_flight=ignore`` proposes as if nothing ran."""
+    space = load_space("seed_gru")
+    reward = hidden_target(space)
+    rows, candidates = _random_rows(space, 40), _random_rows(space, 200, seed=1)
+    rewards = [reward(v) for v in rows]
+    planner = _planner_told(space, rows, rewards)
+    first = planner.pick(candidates)
+    believer = planner._believer([candidates[first]])
+    x = Encoding(space)(candidates)
+    (mean, std), (mean_b, std_b) = planner.model.predict(x), believer.predict(x)
+    assert std_b[first] < 0.5 * std[first] and np.corrcoef(mean, mean_b)[0, 1] > 0.95
+    assert planner.pick(candidates, [candidates[first]]) != first
+    ignoring = _planner_told(space, rows, rewards, in_flight="ignore")
+    assert ignoring.pick(candidates, [candidates[first]]) == first
+
+
 def test_model_none_is_the_model_free_agent():
     space = load_space("gru_hparams")
     searcher = make_searcher("qlearning", space, 0, model="none")

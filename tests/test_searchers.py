@@ -391,6 +391,9 @@ def test_a_planning_option_out_of_its_choices_is_one_line(name):
     message = "--searcher-opt: warp must be one of ['copula', 'none'], got 'log'"
     with pytest.raises(UserError, match=re.escape(message)):
         build_config(searcher_class(name).Config, {"warp": "log"}, "--searcher-opt")
+    message = "--searcher-opt: in_flight must be one of ['believer', 'ignore'], got 'lie'"
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_config(searcher_class(name).Config, {"in_flight": "lie"}, "--searcher-opt")
 
 
 def test_searcher_options_parse_and_reach_the_searcher():

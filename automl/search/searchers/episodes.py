@@ -83,7 +83,7 @@ class EpisodeSearcher(Searcher):
         if self.planner.active:
             played = [(steps, values), *self._play_many(self.config.candidates - 1, epsilon)]
             candidates = [v for _, v in played] + self.planner.mutations(self.rng)
-            chosen = self.planner.pick(candidates) or 0
+            chosen = self.planner.pick(candidates, list(self.pending.values())) or 0
             values = candidates[chosen]
             steps = played[chosen][0] if chosen < len(played) else self._replay_of(values)
         self.playing[proposal_id] = steps

@@ -9,7 +9,9 @@ of it once ``warmup`` children have been told:
   ``mutations`` of the best children so far (one or two active decisions changed, as
   evolution and BANANAS mutate), and the proposal is the candidate of highest
   acquisition, ``mean + optimism * std`` (optimism in the face of uncertainty), never a
-  child already trained or in flight unless every candidate is one;
+  child already trained or in flight unless every candidate is one; children in flight
+  count as told at the model's estimate (``in_flight=believer``), so parallel workers'
+  proposals spread out;
 * **learning from imagined children** (``dream`` per real one): the agent samples
   children as it would, one Thompson draw of the model scores them all, and the agent
   learns from them as from real ones. What is imagined never reaches the ledger, the
@@ -35,6 +37,7 @@ same model, since fitting is deterministic given the data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +46,12 @@ from scipy.stats import norm, rankdata
 
 from automl.child import arch_key
 from automl.search.searchers.base import Status
-from automl.search.searchers.model import MODELS, Encoding, make_model
+from automl.search.searchers.model import MODELS, Encoding, RewardModel, make_model
 from automl.search.space import SearchSpace
 
 PARENTS = 5  # the best children so far that mutations start from
 WARPS = ("copula", "none")  # what the model fits: the rewards' normal scores, or them
+IN_FLIGHT = ("believer", "ignore")  # children in flight: told at the model's estimate, or not
 
 
 @dataclass
@@ -60,6 +64,7 @@ class PlanningOptions:
     mutations: int = 128  # ...and mutations of the best children so far
     optimism: float = 1.0  # acquisition: mean + optimism * std
     warp: str = "copula"  # the model fits the rewards' normal scores (copula) or them (none)
+    in_flight: str = "believer"  # proposing beside running children: see Planner.pick
     dream: int = 32  # imagined children learnt from per real one
 
     def __post_init__(self) -> None:
@@ -69,6 +74,8 @@ class PlanningOptions:
             raise ValueError("warmup and candidates must be >= 1, mutations and dream >= 0")
         if self.warp not in WARPS:
             raise ValueError(f"warp must be one of {list(WARPS)}, got {self.warp!r}")
+        if self.in_flight not in IN_FLIGHT:
+            raise ValueError(f"in_flight must be one of {list(IN_FLIGHT)}, got {self.in_flight!r}")
         if self.optimism < 0:
             raise ValueError(f"optimism must be >= 0, got {self.optimism}")
 
@@ -119,13 +126,17 @@ class Planner:
     def _fit(self) -> None:
         if not self.active:
             return
+        x, y, lower = self._data()
+        self.sorted_rewards = np.sort([r for _, r, _ in self.told])
+        self.model.fit(x, y, lower, seed=self.seed * 100_003 + len(self.told))
+
+    def _data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The told children as the model sees them: encodings, targets (the rewards or
+        their normal scores), and which targets are lower bounds."""
         x = self.encode([v for v, _, _ in self.told])
         y = np.array([r for _, r, _ in self.told])
         lower = np.array([b for _, _, b in self.told])
-        self.sorted_rewards = np.sort(y)
-        if self.options.warp == "copula":
-            y = normal_scores(y)
-        self.model.fit(x, y, lower, seed=self.seed * 100_003 + len(self.told))
+        return x, normal_scores(y) if self.options.warp == "copula" else y, lower
 
     def mutations(self, rng: np.random.Generator) -> list[dict[str, Any]]:
         """``mutations`` children one or two decisions away from the best told so far."""
@@ -136,13 +147,35 @@ class Planner:
             out.append(self.space.mutate(child, rng) if rng.random() < 0.5 else child)
         return out
 
-    def pick(self, candidates: list[dict[str, Any]]) -> int | None:
-        """The index of the fresh candidate of highest acquisition (None: none is fresh)."""
+    def pick(
+        self, candidates: list[dict[str, Any]], in_flight: Sequence[dict[str, Any]] = ()
+    ) -> int | None:
+        """The index of the fresh candidate of highest acquisition (None: none is fresh).
+
+        Children ``in_flight`` count as told at the model's own prediction (the kriging
+        believer, Ginsbourger et al. 2010): the model is as sure there as where it has a
+        reward, so parallel proposals spread out instead of piling onto one optimistic
+        region before any of them reports (``in_flight="ignore"``: they are not seen)."""
         fresh = [i for i, c in enumerate(candidates) if self.key(c) not in self.taken]
         if not fresh:
             return None
-        mean, std = self.model.predict(self.encode([candidates[i] for i in fresh]))
+        believe = in_flight and self.options.in_flight == "believer"
+        model = self._believer(in_flight) if believe else self.model
+        mean, std = model.predict(self.encode([candidates[i] for i in fresh]))
         return fresh[int(np.argmax(mean + self.options.optimism * std))]
+
+    def _believer(self, in_flight: Sequence[dict[str, Any]]) -> RewardModel:
+        """A model fitted as :meth:`_fit` fits, plus ``in_flight`` at its predictions."""
+        x_flight = self.encode(list(in_flight))
+        x, y, lower = self._data()
+        believer = make_model(self.options.model)
+        believer.fit(
+            np.concatenate([x, x_flight]),
+            np.concatenate([y, self.model.predict(x_flight)[0]]),
+            np.concatenate([lower, np.zeros(len(x_flight), bool)]),
+            seed=self.seed * 100_003 + len(self.told),
+        )
+        return believer
 
     def imagine(self, proposals: list[dict[str, Any]], rng: np.random.Generator) -> np.ndarray:
         """Rewards for imagined children: one Thompson draw of the model, shared by all."""

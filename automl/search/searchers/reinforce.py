@@ -120,7 +120,7 @@ class ReinforceSearcher(Searcher):
             actions, _, _ = self.net(None, batch=self.config.candidates, generator=self.generator)
             own = [self.space.values_from_indices(a) for a in actions.tolist()]
             candidates = own + self.planner.mutations(self.rng)
-            values = candidates[self.planner.pick(candidates) or 0]
+            values = candidates[self.planner.pick(candidates, list(self.pending.values())) or 0]
         else:
             actions, _, _ = self.net(None, generator=self.generator)
             values = self.space.values_from_indices(actions[0].tolist())
