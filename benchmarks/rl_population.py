@@ -4,7 +4,9 @@ Side by side in one run, on this machine's two cores, the same rl-zoo hyperparam
 (``DQNConfig`` defaults; SB3 gets exactly the same, as in ``rl_vs_sb3.py``), the same
 evaluation for all (10 greedy episodes every 5k steps, this project's seeds):
 
-- one population of 8 seeds in one process (2 torch threads);
+- one population of 8 seeds in one process (2 torch threads), with our default algorithm
+  (double DQN + dueling heads) and with SB3's (vanilla DQN: the double target's extra
+  forward of the online network is compute SB3 does not do);
 - two populations of 4, two processes at a time (1 thread each);
 - 8 single-seed runs of ours, two processes at a time (1 thread each);
 - 8 single-seed runs of stable-baselines3, two at a time (1 thread each).
@@ -43,12 +45,19 @@ def ours_single(seed: int, steps: int) -> list[dict[str, Any]]:
     return [{"seed": seed, "returned_fresh": result.returned_fresh_return}]
 
 
-def ours_population(seeds: list[int], steps: int, threads: int) -> list[dict[str, Any]]:
+def ours_population(
+    seeds: list[int], steps: int, threads: int, **variant: Any
+) -> list[dict[str, Any]]:
     from rl.dqn import DQNConfig, train_population
 
-    results = train_population(DQNConfig(total_steps=steps, threads=threads), seeds)
+    config = DQNConfig(total_steps=steps, threads=threads, **variant)
+    results = train_population(config, seeds)
     pairs = zip(seeds, results, strict=True)
     return [{"seed": s, "returned_fresh": r.returned_fresh_return} for s, r in pairs]
+
+
+def vanilla_population(seeds: list[int], steps: int, threads: int) -> list[dict[str, Any]]:
+    return ours_population(seeds, steps, threads, double=False, dueling=False)
 
 
 def sb3_single(seed: int, steps: int) -> list[dict[str, Any]]:
@@ -153,6 +162,8 @@ def main() -> None:
     variants = {
         f"ours, one population of {len(seeds)} (1 process, 2 threads)":
             ([(ours_population, (seeds, steps, 2))], 1),
+        f"ours, one population of {len(seeds)}, vanilla DQN (as SB3)":
+            ([(vanilla_population, (seeds, steps, 2))], 1),
         f"ours, two populations of {half}, two at a time":
             ([(ours_population, (seeds[:half], steps, 1)),
               (ours_population, (seeds[half:], steps, 1))], 2),
