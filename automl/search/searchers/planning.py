@@ -126,9 +126,12 @@ class Planner:
     def _fit(self) -> None:
         if not self.active:
             return
-        x, y, lower = self._data()
+        self.data = self._data()  # kept: the believer refits on it at every parallel ask
         self.sorted_rewards = np.sort([r for _, r, _ in self.told])
-        self.model.fit(x, y, lower, seed=self.seed * 100_003 + len(self.told))
+        self.model.fit(*self.data, seed=self._fit_seed())
+
+    def _fit_seed(self) -> int:
+        return self.seed * 100_003 + len(self.told)
 
     def _data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The told children as the model sees them: encodings, targets (the rewards or
@@ -167,13 +170,13 @@ class Planner:
     def _believer(self, in_flight: Sequence[dict[str, Any]]) -> RewardModel:
         """A model fitted as :meth:`_fit` fits, plus ``in_flight`` at its predictions."""
         x_flight = self.encode(list(in_flight))
-        x, y, lower = self._data()
+        x, y, lower = self.data
         believer = make_model(self.options.model)
         believer.fit(
             np.concatenate([x, x_flight]),
             np.concatenate([y, self.model.predict(x_flight)[0]]),
             np.concatenate([lower, np.zeros(len(x_flight), bool)]),
-            seed=self.seed * 100_003 + len(self.told),
+            seed=self._fit_seed(),
         )
         return believer
 
